@@ -1,0 +1,14 @@
+//! Pure transforms over slices: resize, normalize, tokenize.
+//!
+//! `reference` holds the independent oracles (the `image` crate, float64
+//! formulas of the spec, the `tokenizers` crate on the whole text) that
+//! the serving-path code is tested against.
+
+pub mod image;
+pub mod normalize;
+pub mod reference;
+pub mod resize;
+pub mod tensor;
+pub mod text;
+
+pub use tensor::{DType, Tensor};

@@ -1,0 +1,479 @@
+//! Separable bilinear resize with the exact integer arithmetic of the
+//! libraries the spec names ("Resampling"):
+//!
+//! * antialias on: Pillow's `Image.resize(BILINEAR)`, 22-bit coefficients,
+//!   each pass rounded to uint8;
+//! * antialias off: OpenCV's `cv2.resize(INTER_LINEAR)`, 11-bit
+//!   coefficients, integer horizontal sums, the vectorized vertical rounding.
+//!
+//! Both work on a rectangle of the source (a tile with its halo, or the
+//! whole image) and produce any output rectangle whose input windows lie in
+//! it, so tiles computed alone equal the whole-image result bit for bit.
+
+use crate::wire::Rect;
+
+/// Pillow's fixed-point precision for 8-bit images.
+const PILLOW_BITS: u32 = 22;
+/// OpenCV's INTER_RESIZE_COEF_SCALE.
+const CV_COEF_SCALE: f32 = 2048.0;
+
+/// Which library's bilinear resize to reproduce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Resampling {
+    /// antialias = true: Pillow BILINEAR (triangle filter widened on
+    /// downscale).
+    Antialias,
+    /// antialias = false: OpenCV INTER_LINEAR (two taps).
+    Linear,
+}
+
+impl Resampling {
+    pub fn from_antialias(antialias: bool) -> Resampling {
+        if antialias {
+            Resampling::Antialias
+        } else {
+            Resampling::Linear
+        }
+    }
+}
+
+/// Coefficients of one axis (input size -> output size).
+#[derive(Debug, Clone)]
+pub struct AxisCoeffs {
+    pub in_size: u32,
+    pub out_size: u32,
+    /// Taps per output index (fixed stride of `weights` and `taps`).
+    ksize: usize,
+    /// Number of used taps per output index.
+    lens: Vec<u8>,
+    /// Input index of each tap (`out_size * ksize`).
+    taps: Vec<u32>,
+    /// Integer weight of each tap.
+    weights: Vec<i32>,
+    /// The spec's input window [lo, hi) of each output index, zero-weight
+    /// taps included.
+    windows: Vec<(u32, u32)>,
+}
+
+impl AxisCoeffs {
+    pub fn new(mode: Resampling, in_size: u32, out_size: u32) -> AxisCoeffs {
+        assert!(in_size > 0 && out_size > 0, "axis sizes are >= 1");
+        match mode {
+            Resampling::Antialias => Self::pillow(in_size, out_size),
+            Resampling::Linear => Self::opencv(in_size, out_size),
+        }
+    }
+
+    /// Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc`.
+    fn pillow(in_size: u32, out_size: u32) -> AxisCoeffs {
+        let scale = in_size as f64 / out_size as f64;
+        let filterscale = scale.max(1.0);
+        let support = filterscale; // bilinear support is 1.0
+        let ksize = support.ceil() as usize * 2 + 1;
+        let n = out_size as usize;
+        let mut c = AxisCoeffs {
+            in_size,
+            out_size,
+            ksize,
+            lens: vec![0; n],
+            taps: vec![0; n * ksize],
+            weights: vec![0; n * ksize],
+            windows: vec![(0, 0); n],
+        };
+        let ss = 1.0 / filterscale;
+        let mut k = vec![0f64; ksize];
+        for o in 0..n {
+            let center = (o as f64 + 0.5) * scale;
+            // `as i64` truncates toward zero, like C's (int) cast.
+            let xmin = ((center - support + 0.5) as i64).max(0) as u32;
+            let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as u32;
+            let len = (xmax - xmin) as usize;
+            let mut ww = 0.0;
+            for (x, kx) in k.iter_mut().enumerate().take(len) {
+                let t = ((x as f64 + xmin as f64 - center + 0.5) * ss).abs();
+                let w = if t < 1.0 { 1.0 - t } else { 0.0 };
+                *kx = w;
+                ww += w;
+            }
+            c.lens[o] = len as u8;
+            c.windows[o] = (xmin, xmax);
+            for (x, &kx) in k.iter().enumerate().take(len) {
+                let w = if ww != 0.0 { kx / ww } else { kx };
+                let scaled = w * (1u32 << PILLOW_BITS) as f64;
+                let iw = if w < 0.0 {
+                    (-0.5 + scaled) as i32
+                } else {
+                    (0.5 + scaled) as i32
+                };
+                c.taps[o * ksize + x] = xmin + x as u32;
+                c.weights[o * ksize + x] = iw;
+            }
+        }
+        c
+    }
+
+    /// OpenCV's INTER_LINEAR coefficient table (`resize()` in
+    /// imgproc/resize.cpp): float32 source coordinate, 11-bit weights
+    /// rounded half to even, border taps clamped.
+    fn opencv(in_size: u32, out_size: u32) -> AxisCoeffs {
+        let n = out_size as usize;
+        let mut c = AxisCoeffs {
+            in_size,
+            out_size,
+            ksize: 2,
+            lens: vec![2; n],
+            taps: vec![0; n * 2],
+            weights: vec![0; n * 2],
+            windows: vec![(0, 0); n],
+        };
+        let last = in_size - 1;
+        for o in 0..n {
+            let (i0, f) = opencv_tap(in_size, out_size, o as u32);
+            let i1 = (i0 + 1).min(last);
+            c.taps[o * 2] = i0;
+            c.taps[o * 2 + 1] = i1;
+            c.weights[o * 2] = ((1.0 - f) * CV_COEF_SCALE).round_ties_even() as i32;
+            c.weights[o * 2 + 1] = (f * CV_COEF_SCALE).round_ties_even() as i32;
+            c.windows[o] = (i0, i1 + 1);
+        }
+        c
+    }
+
+    /// The input window [lo, hi) of output index `o`.
+    pub fn window(&self, o: u32) -> (u32, u32) {
+        self.windows[o as usize]
+    }
+
+    /// The input window of output index `o` without building a table.
+    pub fn window_of(mode: Resampling, in_size: u32, out_size: u32, o: u32) -> (u32, u32) {
+        match mode {
+            Resampling::Antialias => {
+                let scale = in_size as f64 / out_size as f64;
+                let support = scale.max(1.0);
+                let center = (o as f64 + 0.5) * scale;
+                let xmin = ((center - support + 0.5) as i64).max(0) as u32;
+                let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as u32;
+                (xmin, xmax)
+            }
+            Resampling::Linear => {
+                let (i0, _) = opencv_tap(in_size, out_size, o);
+                (i0, (i0 + 1).min(in_size - 1) + 1)
+            }
+        }
+    }
+
+    /// The input range [lo, hi) that output indices [a, b) need.
+    pub fn span(&self, a: u32, b: u32) -> (u32, u32) {
+        debug_assert!(a < b && b <= self.out_size);
+        // Windows are monotonic in o.
+        (self.windows[a as usize].0, self.windows[b as usize - 1].1)
+    }
+
+    fn taps(&self, o: usize) -> (&[u32], &[i32]) {
+        let s = o * self.ksize;
+        let n = self.lens[o] as usize;
+        (&self.taps[s..s + n], &self.weights[s..s + n])
+    }
+}
+
+/// OpenCV's first tap and fraction for output index `o`: float32 source
+/// coordinate from a float64 scale, clamped at both borders.
+fn opencv_tap(in_size: u32, out_size: u32, o: u32) -> (u32, f32) {
+    let scale = 1.0 / (out_size as f64 / in_size as f64);
+    let last = in_size as i64 - 1;
+    let fx = ((o as f64 + 0.5) * scale - 0.5) as f32;
+    let mut sx = fx.floor() as i64;
+    let mut f = fx - sx as f32;
+    if sx < 0 {
+        sx = 0;
+        f = 0.0;
+    }
+    if sx >= last {
+        sx = last;
+        f = 0.0;
+    }
+    (sx as u32, f)
+}
+
+/// Both axes of one (source size, output size, mode).
+#[derive(Debug, Clone)]
+pub struct ResizePlan {
+    pub mode: Resampling,
+    pub x: AxisCoeffs,
+    pub y: AxisCoeffs,
+}
+
+impl ResizePlan {
+    pub fn new(mode: Resampling, in_w: u32, in_h: u32, out_w: u32, out_h: u32) -> ResizePlan {
+        ResizePlan {
+            mode,
+            x: AxisCoeffs::new(mode, in_w, out_w),
+            y: AxisCoeffs::new(mode, in_h, out_h),
+        }
+    }
+
+    /// The smallest input rectangle that holds the windows of every output
+    /// pixel of `out` (the tile's minimal halo), without building tables.
+    pub fn halo_rect(
+        mode: Resampling,
+        in_w: u32,
+        in_h: u32,
+        out_w: u32,
+        out_h: u32,
+        out: Rect,
+    ) -> Rect {
+        let (x0, _) = AxisCoeffs::window_of(mode, in_w, out_w, out.x);
+        let (_, x1) = AxisCoeffs::window_of(mode, in_w, out_w, out.right() - 1);
+        let (y0, _) = AxisCoeffs::window_of(mode, in_h, out_h, out.y);
+        let (_, y1) = AxisCoeffs::window_of(mode, in_h, out_h, out.bottom() - 1);
+        Rect::new(x0, y0, x1 - x0, y1 - y0)
+    }
+
+    /// The smallest input rectangle that holds the windows of every output
+    /// pixel of `out` (the tile's minimal halo).
+    pub fn input_rect_for(&self, out: Rect) -> Rect {
+        let (x0, x1) = self.x.span(out.x, out.right());
+        let (y0, y1) = self.y.span(out.y, out.bottom());
+        Rect::new(x0, y0, x1 - x0, y1 - y0)
+    }
+}
+
+/// A rectangle of source pixels, row-major, channels interleaved.
+#[derive(Debug, Clone, Copy)]
+pub struct SourceView<'a> {
+    pub data: &'a [u8],
+    /// Where these pixels sit in the full source image.
+    pub rect: Rect,
+    pub channels: usize,
+}
+
+/// The source rectangle does not hold an output rectangle's input windows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("tile input {have:?} lacks the halo for output {out:?}: needs {need:?}")]
+pub struct HaloError {
+    pub out: Rect,
+    pub need: Rect,
+    pub have: Rect,
+}
+
+/// Resizes the output rectangle `out_rect` from `src` into `out`
+/// (`out_rect.w * out_rect.h * channels` bytes, row-major). `scratch`
+/// holds the horizontal pass and is reused across calls.
+pub fn resize_region(
+    plan: &ResizePlan,
+    src: &SourceView<'_>,
+    out_rect: Rect,
+    out: &mut [u8],
+    scratch: &mut Vec<i32>,
+) -> Result<(), HaloError> {
+    let need = plan.input_rect_for(out_rect);
+    if !src.rect.contains(&need) {
+        return Err(HaloError {
+            out: out_rect,
+            need,
+            have: src.rect,
+        });
+    }
+    let ch = src.channels;
+    let ow = out_rect.w as usize;
+    assert_eq!(
+        out.len(),
+        ow * out_rect.h as usize * ch,
+        "output buffer size"
+    );
+    assert_eq!(
+        src.data.len(),
+        src.rect.area() as usize * ch,
+        "source buffer size"
+    );
+    let src_stride = src.rect.w as usize * ch;
+    let row_len = ow * ch;
+
+    // Horizontal pass over the rows the vertical windows need.
+    let rows = need.h as usize;
+    scratch.clear();
+    scratch.resize(rows * row_len, 0);
+    for r in 0..rows {
+        let sy = (need.y + r as u32 - src.rect.y) as usize;
+        let srow = &src.data[sy * src_stride..(sy + 1) * src_stride];
+        let drow = &mut scratch[r * row_len..(r + 1) * row_len];
+        for ox in 0..ow {
+            let (taps, weights) = plan.x.taps(out_rect.x as usize + ox);
+            for c in 0..ch {
+                let mut acc: i32 = match plan.mode {
+                    Resampling::Antialias => 1 << (PILLOW_BITS - 1),
+                    Resampling::Linear => 0,
+                };
+                for (&t, &w) in taps.iter().zip(weights) {
+                    let sx = (t - src.rect.x) as usize;
+                    acc += srow[sx * ch + c] as i32 * w;
+                }
+                drow[ox * ch + c] = match plan.mode {
+                    // Pillow stores the pass as uint8.
+                    Resampling::Antialias => clip8_pillow(acc) as i32,
+                    // OpenCV keeps the integer sum.
+                    Resampling::Linear => acc,
+                };
+            }
+        }
+    }
+
+    // Vertical pass.
+    for oy in 0..out_rect.h as usize {
+        let (taps, weights) = plan.y.taps(out_rect.y as usize + oy);
+        let drow = &mut out[oy * row_len..(oy + 1) * row_len];
+        match plan.mode {
+            Resampling::Antialias => {
+                for (i, d) in drow.iter_mut().enumerate() {
+                    let mut acc: i32 = 1 << (PILLOW_BITS - 1);
+                    for (&t, &w) in taps.iter().zip(weights) {
+                        acc += scratch[(t - need.y) as usize * row_len + i] * w;
+                    }
+                    *d = clip8_pillow(acc);
+                }
+            }
+            Resampling::Linear => {
+                let (ra, rb) = ((taps[0] - need.y) as usize, (taps[1] - need.y) as usize);
+                let (b0, b1) = (weights[0], weights[1]);
+                for (i, d) in drow.iter_mut().enumerate() {
+                    let ha = scratch[ra * row_len + i];
+                    let hb = scratch[rb * row_len + i];
+                    *d = opencv_vertical(ha, hb, b0, b1);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Pillow's `clip8`: the accumulator's top bits, clamped to uint8.
+#[inline]
+fn clip8_pillow(acc: i32) -> u8 {
+    (acc >> PILLOW_BITS).clamp(0, 255) as u8
+}
+
+/// OpenCV's vectorized vertical pass (`VResizeLinearVec_32s8u`):
+/// 16-bit multiply-high of the pre-shifted sums, then a rounding shift.
+#[inline]
+fn opencv_vertical(ha: i32, hb: i32, b0: i32, b1: i32) -> u8 {
+    let v = ((((ha >> 4) * b0) >> 16) + (((hb >> 4) * b1) >> 16) + 2) >> 2;
+    v.clamp(0, 255) as u8
+}
+
+/// Resizes a whole image.
+pub fn resize_image(
+    plan: &ResizePlan,
+    data: &[u8],
+    channels: usize,
+    scratch: &mut Vec<i32>,
+) -> Vec<u8> {
+    let out_rect = Rect::new(0, 0, plan.x.out_size, plan.y.out_size);
+    let mut out = vec![0u8; out_rect.area() as usize * channels];
+    let src = SourceView {
+        data,
+        rect: Rect::new(0, 0, plan.x.in_size, plan.y.in_size),
+        channels,
+    };
+    resize_region(plan, &src, out_rect, &mut out, scratch)
+        .expect("the whole image holds every window");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_size_is_identity() {
+        for mode in [Resampling::Antialias, Resampling::Linear] {
+            let plan = ResizePlan::new(mode, 5, 3, 5, 3);
+            let data: Vec<u8> = (0..15).map(|i| (i * 17) as u8).collect();
+            assert_eq!(
+                resize_image(&plan, &data, 1, &mut Vec::new()),
+                data,
+                "{mode:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn constant_image_stays_constant() {
+        for mode in [Resampling::Antialias, Resampling::Linear] {
+            for (iw, ih, ow, oh) in [(7, 5, 3, 2), (3, 2, 11, 7), (100, 1, 13, 1), (1, 1, 4, 4)] {
+                let plan = ResizePlan::new(mode, iw, ih, ow, oh);
+                for v in [0u8, 1, 127, 254, 255] {
+                    let data = vec![v; (iw * ih * 3) as usize];
+                    let out = resize_image(&plan, &data, 3, &mut Vec::new());
+                    assert!(
+                        out.iter().all(|&o| o == v),
+                        "{mode:?} {iw}x{ih}->{ow}x{oh} v={v}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pillow_weights_sum_to_one() {
+        for (i, o) in [(640, 224), (224, 640), (7, 3), (1000, 1), (1, 9)] {
+            let c = AxisCoeffs::new(Resampling::Antialias, i, o);
+            for k in 0..o as usize {
+                let (_, w) = c.taps(k);
+                let s: i32 = w.iter().sum();
+                // Each weight is rounded separately: a few units of slack.
+                assert!(
+                    (s - (1 << 22)).abs() <= w.len() as i32,
+                    "{i}->{o} at {k}: {s}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn opencv_downscale_by_two_averages_pairs() {
+        let c = AxisCoeffs::new(Resampling::Linear, 8, 4);
+        for o in 0..4 {
+            let (t, w) = c.taps(o);
+            assert_eq!(t, &[2 * o as u32, 2 * o as u32 + 1]);
+            assert_eq!(w, &[1024, 1024]);
+        }
+    }
+
+    #[test]
+    fn window_of_matches_tables() {
+        for mode in [Resampling::Antialias, Resampling::Linear] {
+            for (i, o) in [(640, 224), (224, 640), (7, 3), (1000, 1), (1, 9), (481, 13)] {
+                let c = AxisCoeffs::new(mode, i, o);
+                for k in 0..o {
+                    assert_eq!(
+                        c.window(k),
+                        AxisCoeffs::window_of(mode, i, o, k),
+                        "{mode:?} {i}->{o} {k}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn halo_is_checked() {
+        let plan = ResizePlan::new(Resampling::Antialias, 64, 64, 16, 16);
+        let out = Rect::new(4, 4, 4, 4);
+        let need = plan.input_rect_for(out);
+        let data = vec![0u8; need.area() as usize];
+        let ok = SourceView {
+            data: &data,
+            rect: need,
+            channels: 1,
+        };
+        assert!(resize_region(&plan, &ok, out, &mut [0u8; 16], &mut Vec::new()).is_ok());
+        let short = Rect::new(need.x + 1, need.y, need.w - 1, need.h);
+        let data = vec![0u8; short.area() as usize];
+        let bad = SourceView {
+            data: &data,
+            rect: short,
+            channels: 1,
+        };
+        assert!(resize_region(&plan, &bad, out, &mut [0u8; 16], &mut Vec::new()).is_err());
+    }
+}
