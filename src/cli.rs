@@ -1,0 +1,448 @@
+//! The `tensorwire` command line. Errors get context here (anyhow); the
+//! library's errors are typed.
+
+use crate::client::{load_image, npy, Client, Faults, OutputGeometry, RawImage, Reply};
+use crate::config::Config;
+use crate::pipeline::{Pipelines, Plan};
+use crate::server::{serve_udp, RunningProxy};
+use crate::transform::{reference, Tensor};
+use crate::wire::PixelFormat;
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Exit code for an unusable configuration (sysexits EX_CONFIG).
+pub const EXIT_CONFIG: u8 = 78;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tensorwire",
+    version,
+    about = "AI inference preprocessing on the packet path (TWP/1 proxy)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the proxy.
+    Run {
+        /// TOML config (default: the built-in config/tensorwire.toml).
+        #[arg(long, short, env = "TENSORWIRE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Print a running proxy's DESCRIBE document.
+    Describe(ServerArgs),
+    /// Send an image; print (or save) the tensors that come back.
+    SendImage {
+        file: PathBuf,
+        #[command(flatten)]
+        server: ServerArgs,
+        #[arg(long, default_value_t = 1)]
+        pipeline: u16,
+        /// Send IMAGE_TILE fragments (tiles with halo) instead of rows.
+        #[arg(long)]
+        tiles: bool,
+        /// Pixel format to send: GRAY8, RGB8, BGR8, RGBA8, BGRA8 (default: the file's).
+        #[arg(long, value_parser = parse_format)]
+        format: Option<PixelFormat>,
+        #[command(flatten)]
+        send: SendArgs,
+    },
+    /// Send a text (a file, or - for stdin); print (or save) the token tensors.
+    SendText {
+        file: PathBuf,
+        #[command(flatten)]
+        server: ServerArgs,
+        #[arg(long, default_value_t = 2)]
+        pipeline: u16,
+        /// Bytes each chunk repeats from the previous one.
+        #[arg(long, default_value_t = 64)]
+        overlap: usize,
+        #[command(flatten)]
+        send: SendArgs,
+    },
+    /// End-to-end demo on loopback: starts a proxy, sends an image and a text, checks the tensors.
+    Demo {
+        #[arg(long, default_value = "testdata/images/astronaut.png")]
+        image: PathBuf,
+        #[arg(long, default_value = "testdata/text/zen-of-python.txt")]
+        text: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+struct ServerArgs {
+    /// Proxy address.
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    server: SocketAddr,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 5.0)]
+    timeout: f64,
+}
+
+#[derive(Args, Debug)]
+struct SendArgs {
+    /// Write the tensors as .npy (one tensor: this path; several: PATH_<name>.npy).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Largest datagram to send.
+    #[arg(long, default_value_t = 1472)]
+    max_datagram: usize,
+    /// Drop each datagram with this probability.
+    #[arg(long, default_value_t = 0.0)]
+    drop: f64,
+    /// Send each datagram twice with this probability.
+    #[arg(long, default_value_t = 0.0)]
+    dup: f64,
+    /// Shuffle the datagrams.
+    #[arg(long)]
+    reorder: bool,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+impl SendArgs {
+    fn faults(&self) -> Faults {
+        Faults {
+            drop: self.drop,
+            dup: self.dup,
+            reorder: self.reorder,
+            seed: self.seed,
+        }
+    }
+}
+
+fn parse_format(s: &str) -> Result<PixelFormat, String> {
+    PixelFormat::ALL
+        .into_iter()
+        .find(|f| f.name().eq_ignore_ascii_case(s))
+        .ok_or_else(|| format!("unknown pixel format {s} (GRAY8, RGB8, BGR8, RGBA8, BGRA8)"))
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TENSORWIRE_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Run { config } => run(config.as_deref()),
+        Command::Describe(s) => describe(&s),
+        Command::SendImage {
+            file,
+            server,
+            pipeline,
+            tiles,
+            format,
+            send,
+        } => send_image(&file, &server, pipeline, tiles, format, &send),
+        Command::SendText {
+            file,
+            server,
+            pipeline,
+            overlap,
+            send,
+        } => send_text(&file, &server, pipeline, overlap, &send),
+        Command::Demo { image, text } => demo(&image, &text),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tensorwire: error: {e:#}");
+            if e.downcast_ref::<crate::config::ConfigError>().is_some() {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn run(config: Option<&Path>) -> Result<ExitCode> {
+    let cfg = Config::load(config)?;
+    let shutdown = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, shutdown.clone()).context("installing signal handlers")?;
+    }
+    if cfg.ingress.mode != crate::config::IngressMode::Socket {
+        tracing::info!(
+            "ingress.mode = {:?}: AF_XDP is not built yet; using the UDP socket ingress",
+            cfg.ingress.mode
+        );
+    }
+    let (stats, udp) = serve_udp(&cfg, &shutdown)?;
+    tracing::info!(
+        "stopped: {stats} | socket sent={} dropped={}",
+        udp.sent,
+        udp.send_dropped
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn client(s: &ServerArgs) -> Result<Client> {
+    let mut c = Client::connect(s.server)
+        .with_context(|| format!("cannot open a socket towards {}", s.server))?;
+    c.timeout = Duration::from_secs_f64(s.timeout);
+    Ok(c)
+}
+
+fn describe(s: &ServerArgs) -> Result<ExitCode> {
+    let d = client(s)?
+        .describe()
+        .with_context(|| format!("DESCRIBE to {}", s.server))?;
+    println!("{}", serde_json::to_string_pretty(&d)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn geometry(describe: &serde_json::Value, pipeline: u16) -> Result<OutputGeometry> {
+    let p = describe["pipelines"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["id"] == pipeline))
+        .with_context(|| format!("the proxy has no pipeline {pipeline}"))?;
+    let i = &p["image"];
+    match (
+        i["width"].as_u64(),
+        i["height"].as_u64(),
+        i["antialias"].as_bool(),
+    ) {
+        (Some(w), Some(h), Some(a)) => Ok(OutputGeometry {
+            width: w as u32,
+            height: h as u32,
+            antialias: a,
+        }),
+        _ => bail!("pipeline {pipeline} is not an image pipeline"),
+    }
+}
+
+fn send_image(
+    file: &Path,
+    s: &ServerArgs,
+    pipeline: u16,
+    tiles: bool,
+    format: Option<PixelFormat>,
+    a: &SendArgs,
+) -> Result<ExitCode> {
+    let img =
+        load_image(file, format).with_context(|| format!("cannot decode {}", file.display()))?;
+    let mut c = client(s)?;
+    let geometry = if tiles {
+        Some(geometry(&c.describe()?, pipeline)?)
+    } else {
+        None
+    };
+    let t0 = Instant::now();
+    let reply = c.send_image(pipeline, &img, geometry, a.max_datagram, &a.faults())?;
+    report(reply, t0.elapsed(), a.out.as_deref())
+}
+
+fn send_text(
+    file: &Path,
+    s: &ServerArgs,
+    pipeline: u16,
+    overlap: usize,
+    a: &SendArgs,
+) -> Result<ExitCode> {
+    let text = if file == Path::new("-") {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut v)?;
+        v
+    } else {
+        std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?
+    };
+    let mut c = client(s)?;
+    let t0 = Instant::now();
+    let reply = c.send_text(pipeline, &text, overlap, a.max_datagram, &a.faults())?;
+    report(reply, t0.elapsed(), a.out.as_deref())
+}
+
+fn report(reply: Reply, took: Duration, out: Option<&Path>) -> Result<ExitCode> {
+    if let Reply::Error { code, message } = &reply {
+        println!("ERROR {code} ({}): {message}", *code as u16);
+        return Ok(ExitCode::from(2));
+    }
+    let tensors = reply.tensors().map_err(anyhow::Error::msg)?;
+    println!("answered in {:.2} ms", took.as_secs_f64() * 1e3);
+    for t in &tensors {
+        print_tensor(t);
+    }
+    if let Some(out) = out {
+        for t in &tensors {
+            let path = if tensors.len() == 1 {
+                out.to_path_buf()
+            } else {
+                let stem = out.file_stem().and_then(|s| s.to_str()).unwrap_or("out");
+                out.with_file_name(format!("{stem}_{}.npy", t.name))
+            };
+            let mut f = std::fs::File::create(&path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            npy::write_npy(&mut f, t)?;
+            println!("wrote {}", path.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_tensor(t: &Tensor) {
+    let preview: Vec<String> = match t.dtype {
+        crate::transform::DType::Fp32 => t
+            .data
+            .chunks_exact(4)
+            .take(6)
+            .map(|b| format!("{:.4}", f32::from_le_bytes(b.try_into().unwrap())))
+            .collect(),
+        crate::transform::DType::Int64 => t
+            .data
+            .chunks_exact(8)
+            .take(12)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap()).to_string())
+            .collect(),
+        crate::transform::DType::Int32 => t
+            .data
+            .chunks_exact(4)
+            .take(12)
+            .map(|b| i32::from_le_bytes(b.try_into().unwrap()).to_string())
+            .collect(),
+        _ => t.data.iter().take(12).map(|b| b.to_string()).collect(),
+    };
+    println!(
+        "  {:<15} {:<5} shape {:?}  fnv64 {:016x}  [{}, ...]",
+        t.name,
+        t.dtype.name(),
+        t.shape,
+        t.checksum(),
+        preview.join(", ")
+    );
+}
+
+/// The demo: a proxy on loopback, one image (rows and tiles) and one text,
+/// each checked against the same transform computed here.
+fn demo(image: &Path, text: &Path) -> Result<ExitCode> {
+    let cfg = Config::builtin();
+    let pipelines = Pipelines::build(&cfg)?;
+    let proxy = RunningProxy::spawn(cfg.clone(), "127.0.0.1:0".parse().unwrap())?;
+    println!(
+        "tensorwire demo: proxy on udp://{} (socket ingress, echo upstream)",
+        proxy.addr
+    );
+    let mut c = Client::connect(proxy.addr)?;
+    let d = c.describe()?;
+    for p in d["pipelines"].as_array().into_iter().flatten() {
+        println!(
+            "  pipeline {} {:<9} {:<5} -> {}",
+            p["id"],
+            p["name"].as_str().unwrap_or(""),
+            p["kind"].as_str().unwrap_or(""),
+            p["upstream"].as_str().unwrap_or("")
+        );
+    }
+    let mut ok = true;
+
+    let img: RawImage = load_image(image, None).with_context(|| {
+        format!(
+            "cannot decode {} (run from the repository root)",
+            image.display()
+        )
+    })?;
+    let Plan::Image(plan) = &pipelines.get(0).plan else {
+        bail!("pipeline 1 is not an image pipeline")
+    };
+    let expected = plan.run_whole(&img.data, img.width, img.height, img.format);
+    let faults = Faults {
+        reorder: true,
+        dup: 0.05,
+        seed: 7,
+        ..Faults::default()
+    };
+    for (label, tiles) in [("rows", None), ("tiles", Some(geometry(&d, 1)?))] {
+        let t0 = Instant::now();
+        let reply = c.send_image(1, &img, tiles, 1472, &faults)?;
+        let took = t0.elapsed();
+        let t = reply.tensors().map_err(anyhow::Error::msg)?;
+        println!(
+            "image {} {}x{} {} as {label} (shuffled, 5% duplicated) -> {:.1} ms",
+            image.display(),
+            img.width,
+            img.height,
+            img.format.name(),
+            took.as_secs_f64() * 1e3
+        );
+        print_tensor(&t[0]);
+        let exact = t[0].data == expected;
+        ok &= exact;
+        println!(
+            "  equals the pipeline's transform computed locally: {}",
+            if exact { "yes, bit for bit" } else { "NO" }
+        );
+    }
+    // How far the fixed-point Pillow emulation is from the image crate's f32 resize.
+    let ours = crate::transform::resize::resize_image(
+        &plan.resize_plan(img.width, img.height),
+        &img.data,
+        img.format.channels(),
+        &mut Vec::new(),
+    );
+    let theirs = reference::image_crate_resize(
+        &img.data,
+        img.width,
+        img.height,
+        img.format,
+        plan.out_width(),
+        plan.out_height(),
+    );
+    let max = ours
+        .iter()
+        .zip(&theirs)
+        .map(|(a, b)| a.abs_diff(*b))
+        .max()
+        .unwrap_or(0);
+    let same = ours.iter().zip(&theirs).filter(|(a, b)| a == b).count() as f64 / ours.len() as f64;
+    println!(
+        "  resized pixels vs the image crate's Triangle resize: {:.1}% equal, max difference {max}",
+        same * 100.0
+    );
+
+    let body = std::fs::read(text).with_context(|| format!("cannot read {}", text.display()))?;
+    let Plan::Text(tplan) = &pipelines.get(1).plan else {
+        bail!("pipeline 2 is not a text pipeline")
+    };
+    let t0 = Instant::now();
+    let reply = c.send_text(2, &body, 64, 1472, &faults)?;
+    let took = t0.elapsed();
+    let t = reply.tensors().map_err(anyhow::Error::msg)?;
+    println!(
+        "text {} ({} bytes, chunks overlap 64 bytes) -> {:.1} ms",
+        text.display(),
+        body.len(),
+        took.as_secs_f64() * 1e3
+    );
+    for x in &t {
+        print_tensor(x);
+    }
+    let want = reference::whole_text_tensors(tplan, std::str::from_utf8(&body)?)
+        .map_err(anyhow::Error::msg)?;
+    let exact = t == want;
+    ok &= exact;
+    println!(
+        "  equals the tokenizers crate on the whole text: {}",
+        if exact { "yes" } else { "NO" }
+    );
+    let (stats, _) = proxy.stop()?;
+    println!("proxy counters: {stats}");
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

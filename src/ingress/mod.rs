@@ -1,0 +1,37 @@
+//! I/O at the edge: datagrams in, replies out. An ingress owns sockets and
+//! the event loop; everything protocol-related lives behind
+//! [`DatagramHandler`], so the UDP socket ingress and the AF_XDP ingress
+//! serve the same proxy core.
+
+pub mod udp;
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// Where a handler puts reply datagrams (UDP payloads).
+pub trait ReplySink {
+    /// Queues one datagram to `to`; the ingress sends it from the address
+    /// the request came to.
+    fn send(&mut self, to: SocketAddr, datagram: &[u8]);
+}
+
+impl ReplySink for Vec<(SocketAddr, Vec<u8>)> {
+    fn send(&mut self, to: SocketAddr, datagram: &[u8]) {
+        self.push((to, datagram.to_vec()));
+    }
+}
+
+/// The protocol core, as an ingress sees it.
+pub trait DatagramHandler {
+    /// One received UDP payload from `from` (borrowed: not kept).
+    fn on_datagram(
+        &mut self,
+        from: SocketAddr,
+        payload: &[u8],
+        now: Instant,
+        out: &mut dyn ReplySink,
+    );
+    /// Timers: called when `next_deadline` passes (and may be called any time).
+    fn on_tick(&mut self, now: Instant, out: &mut dyn ReplySink);
+    fn next_deadline(&self) -> Option<Instant>;
+}

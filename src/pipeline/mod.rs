@@ -1,0 +1,237 @@
+//! Configuration -> plan: which transform, which output tensors, which
+//! upstream, for every pipeline id.
+
+use crate::config::{Config, PipelineConfig, PipelineKind};
+use crate::transform::image::ImagePlan;
+use crate::transform::normalize::NormalizePlan;
+use crate::transform::resize::Resampling;
+use crate::transform::text::{load_tokenizer, TextPlan};
+use crate::wire::{Kind, PixelFormat};
+use serde_json::{json, Value};
+
+/// A pipeline that cannot be built from its configuration.
+#[derive(Debug, thiserror::Error)]
+#[error("pipeline {id} ({name}): {msg}")]
+pub struct PipelineError {
+    pub id: u16,
+    pub name: String,
+    pub msg: String,
+}
+
+/// What a pipeline does.
+#[derive(Debug, Clone)]
+pub enum Plan {
+    Image(ImagePlan),
+    Text(TextPlan),
+}
+
+/// One configured pipeline, ready to serve.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub id: u16,
+    pub name: String,
+    pub upstream: String,
+    pub plan: Plan,
+    /// Pixel formats accepted (image pipelines).
+    pub pixel_formats: Vec<PixelFormat>,
+    config: PipelineConfig,
+}
+
+impl Pipeline {
+    pub fn build(
+        cfg: &PipelineConfig,
+        base_dir: Option<&std::path::Path>,
+    ) -> Result<Pipeline, PipelineError> {
+        let err = |msg: String| PipelineError {
+            id: cfg.id,
+            name: cfg.name.clone(),
+            msg,
+        };
+        let (plan, pixel_formats) = match cfg.kind {
+            PipelineKind::Image => {
+                let c = cfg.image.as_ref().expect("validated");
+                let normalize = NormalizePlan {
+                    dtype: c.dtype,
+                    layout: c.layout,
+                    order: c.channel_order,
+                    mean: c.mean.map(|m| m as f32),
+                    std: c.std.map(|s| s as f32),
+                    scale: c.scale.unwrap_or(1.0) as f32,
+                    zero_point: c.zero_point.unwrap_or(0),
+                    width: c.width,
+                    height: c.height,
+                };
+                let plan = ImagePlan {
+                    resampling: Resampling::from_antialias(c.antialias),
+                    normalize,
+                };
+                (Plan::Image(plan), c.pixel_formats.clone())
+            }
+            PipelineKind::Text => {
+                let c = cfg.text.as_ref().expect("validated");
+                let json = c.tokenizer_json(base_dir).map_err(err)?;
+                let tok = load_tokenizer(&json).map_err(|e| err(e.to_string()))?;
+                let plan = TextPlan::new(
+                    tok,
+                    c.max_length,
+                    c.truncation,
+                    c.padding,
+                    c.outputs.clone(),
+                    c.dtype,
+                );
+                (Plan::Text(plan), Vec::new())
+            }
+        };
+        Ok(Pipeline {
+            id: cfg.id,
+            name: cfg.name.clone(),
+            upstream: cfg.upstream.clone(),
+            plan,
+            pixel_formats,
+            config: cfg.clone(),
+        })
+    }
+
+    /// Whether a datagram of `kind` belongs to this pipeline.
+    pub fn accepts_kind(&self, kind: Kind) -> bool {
+        match self.plan {
+            Plan::Image(_) => kind.is_image(),
+            Plan::Text(_) => kind == Kind::TextChunk,
+        }
+    }
+
+    /// This pipeline's entry in DESCRIBE.
+    pub fn describe(&self) -> Value {
+        let c = &self.config;
+        match (&self.plan, c.kind) {
+            (Plan::Image(_), _) => {
+                let i = c.image.as_ref().expect("validated");
+                let mut image = json!({
+                    "width": i.width, "height": i.height, "antialias": i.antialias,
+                    "pixel_formats": i.pixel_formats.iter().map(|f| f.name()).collect::<Vec<_>>(),
+                    "channels": i.channels, "layout": i.layout.name(), "dtype": i.dtype.name(),
+                    "mean": i.mean, "std": i.std,
+                    "channel_order": match i.channel_order {
+                        crate::transform::normalize::ChannelOrder::Rgb => "RGB",
+                        crate::transform::normalize::ChannelOrder::Bgr => "BGR",
+                    },
+                    "tensor_name": i.tensor_name,
+                });
+                if let (Some(s), Some(z)) = (i.scale, i.zero_point) {
+                    image["scale"] = json!(s);
+                    image["zero_point"] = json!(z);
+                }
+                json!({"id": self.id, "name": self.name, "kind": "image", "upstream": self.upstream, "image": image})
+            }
+            (Plan::Text(_), _) => {
+                let t = c.text.as_ref().expect("validated");
+                json!({"id": self.id, "name": self.name, "kind": "text", "upstream": self.upstream,
+                "text": {
+                    "tokenizer": t.display_name(), "max_length": t.max_length,
+                    "truncation": t.truncation, "padding": t.padding.name(),
+                    "outputs": t.outputs.iter().map(|o| o.name()).collect::<Vec<_>>(),
+                    "dtype": t.dtype.name(),
+                }})
+            }
+        }
+    }
+
+    /// The image tensor's name (image pipelines).
+    pub fn image_tensor_name(&self) -> &str {
+        self.config
+            .image
+            .as_ref()
+            .map(|i| i.tensor_name.as_str())
+            .unwrap_or("input")
+    }
+}
+
+/// All pipelines, looked up by id.
+#[derive(Debug, Clone)]
+pub struct Pipelines {
+    list: Vec<Pipeline>,
+}
+
+impl Pipelines {
+    pub fn build(cfg: &Config) -> Result<Pipelines, PipelineError> {
+        let list = cfg
+            .pipelines
+            .iter()
+            .map(|p| Pipeline::build(p, cfg.base_dir.as_deref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Pipelines { list })
+    }
+
+    /// Index of pipeline `id`.
+    pub fn index_of(&self, id: u16) -> Option<usize> {
+        self.list.iter().position(|p| p.id == id)
+    }
+
+    pub fn get(&self, index: usize) -> &Pipeline {
+        &self.list[index]
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Pipeline> {
+        self.list.iter()
+    }
+}
+
+/// The DESCRIBE document.
+pub fn describe(cfg: &Config, pipelines: &Pipelines) -> Value {
+    let l = &cfg.limits;
+    json!({
+        "protocol": 1,
+        "server": concat!("tensorwire ", env!("CARGO_PKG_VERSION")),
+        "max_datagram": l.max_datagram,
+        "reassembly_timeout_ms": l.reassembly_timeout_ms,
+        "limits": {
+            "max_fragments": l.max_fragments,
+            "max_image_pixels": l.max_image_pixels,
+            "max_text_bytes": l.max_text_bytes,
+            "max_requests_in_flight": l.max_requests_in_flight,
+            "max_bytes_in_flight": l.max_bytes_in_flight,
+            "max_requests_per_source": l.max_requests_per_source,
+            "max_bytes_per_source": l.max_bytes_per_source,
+        },
+        "pipelines": pipelines.iter().map(Pipeline::describe).collect::<Vec<_>>(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describe_has_the_spec_keys() {
+        let cfg = Config::builtin();
+        let p = Pipelines::build(&cfg).unwrap();
+        let d = describe(&cfg, &p);
+        assert_eq!(d["protocol"], 1);
+        assert_eq!(d["max_datagram"], 1472);
+        assert_eq!(d["reassembly_timeout_ms"], 250);
+        for k in [
+            "max_fragments",
+            "max_image_pixels",
+            "max_text_bytes",
+            "max_requests_in_flight",
+            "max_bytes_in_flight",
+        ] {
+            assert!(d["limits"][k].is_u64(), "{k}");
+        }
+        let img = &d["pipelines"][0];
+        assert_eq!(img["id"], 1);
+        assert_eq!(img["kind"], "image");
+        assert_eq!(img["upstream"], "echo");
+        assert_eq!(img["image"]["width"], 224);
+        assert_eq!(img["image"]["antialias"], true);
+        assert_eq!(img["image"]["layout"], "NCHW");
+        assert_eq!(img["image"]["dtype"], "FP32");
+        assert_eq!(img["image"]["mean"][0], 0.485);
+        assert_eq!(img["image"]["pixel_formats"].as_array().unwrap().len(), 5);
+        let txt = &d["pipelines"][1];
+        assert_eq!(txt["text"]["tokenizer"], "all-MiniLM-L6-v2");
+        assert_eq!(txt["text"]["padding"], "none");
+        assert_eq!(txt["text"]["dtype"], "INT64");
+        assert_eq!(txt["text"]["outputs"][2], "token_type_ids");
+    }
+}

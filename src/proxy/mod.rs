@@ -1,0 +1,443 @@
+//! The protocol core: one datagram in, zero or more reply datagrams out.
+//! No I/O and no clock of its own (quinn-proto style): the ingress passes
+//! the time in and carries the replies out, so all of this is tested
+//! deterministically.
+
+mod complete;
+mod reply;
+mod stats;
+
+pub use complete::Failure;
+pub use reply::ReplyWriter;
+pub use stats::Stats;
+
+use crate::config::Config;
+use crate::ingress::{DatagramHandler, ReplySink};
+use crate::pipeline::{Pipelines, Plan};
+use crate::reassembly::{Fragment, Key, Outcome, Reassembler, Reject};
+use crate::transform::resize::ResizePlan;
+use crate::upstream::echo::kserve_binary_response;
+use crate::wire::{
+    content_type, read_u16, read_u64, ErrorCode, HeaderRepr, ImageFragment, ImageRepr, Kind,
+    Packet, TextChunk, TextRepr, WireError, MAGIC, VERSION,
+};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// The proxy core for one worker.
+pub struct Proxy {
+    config: Config,
+    pipelines: Pipelines,
+    describe: Vec<u8>,
+    reassembler: Reassembler,
+    replies: ReplyWriter,
+    stats: Stats,
+    expired: Vec<Key>,
+}
+
+impl Proxy {
+    pub fn new(config: Config, pipelines: Pipelines) -> Proxy {
+        let describe =
+            serde_json::to_vec(&crate::pipeline::describe(&config, &pipelines)).expect("JSON");
+        let replies = ReplyWriter::new(
+            config.ingress.reply_payload_max(false),
+            config.ingress.reply_payload_max(true),
+        );
+        Proxy {
+            reassembler: Reassembler::new(&config.limits),
+            config,
+            pipelines,
+            describe,
+            replies,
+            stats: Stats::default(),
+            expired: Vec::new(),
+        }
+    }
+
+    /// Builds pipelines from `config` (loads tokenizers) and the core.
+    pub fn from_config(config: Config) -> Result<Proxy, crate::pipeline::PipelineError> {
+        let pipelines = Pipelines::build(&config)?;
+        Ok(Proxy::new(config, pipelines))
+    }
+
+    pub fn stats(&self) -> Stats {
+        let mut s = self.stats.clone();
+        let (r, b) = self.reassembler.in_flight();
+        s.requests_in_flight = r as u64;
+        s.bytes_in_flight = b as u64;
+        s.answered_keys_evicted = self.reassembler.answered_evicted();
+        s
+    }
+
+    pub fn describe_json(&self) -> &[u8] {
+        &self.describe
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn error(
+        &mut self,
+        out: &mut dyn ReplySink,
+        to: SocketAddr,
+        request_id: u64,
+        pipeline: u16,
+        code: ErrorCode,
+        msg: &str,
+    ) {
+        self.stats.error(code);
+        self.replies.error(out, to, request_id, pipeline, code, msg);
+    }
+
+    /// Answers a request with an ERROR on one of its fragments: the
+    /// request (if in flight) ends, its key is remembered.
+    fn reject(
+        &mut self,
+        out: &mut dyn ReplySink,
+        key: Key,
+        pipeline: u16,
+        code: ErrorCode,
+        msg: &str,
+        now: Instant,
+    ) {
+        self.reassembler.abort(&key, now);
+        self.error(out, key.client, key.request_id, pipeline, code, msg);
+    }
+
+    fn handle(&mut self, from: SocketAddr, d: &[u8], now: Instant, out: &mut dyn ReplySink) {
+        self.stats.datagrams_in += 1;
+        self.stats.bytes_in += d.len() as u64;
+        if d.len() < 2 || read_u16(d, 0..2) != MAGIC {
+            self.stats.dropped_not_twp += 1;
+            return;
+        }
+        if d.len() < 16 {
+            // No request_id to answer to.
+            self.stats.dropped_truncated += 1;
+            return;
+        }
+        let request_id = read_u64(d, 8..16);
+        let pipeline_id = read_u16(d, 6..8);
+        let key = Key {
+            client: from,
+            request_id,
+        };
+        if d.len() >= 4 && Kind::from_u8(d[3]).is_some_and(Kind::is_reply) {
+            self.stats.dropped_reply_kind += 1;
+            return;
+        }
+        if self.reassembler.is_answered(&key, now) {
+            self.stats.late_fragments += 1;
+            return;
+        }
+        if d.len() >= 24 && self.reassembler.is_duplicate(&key, read_u32_at(d, 16)) {
+            self.stats.duplicate_fragments += 1;
+            return;
+        }
+        // Errors in the spec's order: version, pipeline, kind, malformed,
+        // too large, overloaded.
+        if d.len() < 3 || d[2] != VERSION {
+            let msg = format!(
+                "version {} is not supported (this proxy speaks 1)",
+                d.get(2).copied().unwrap_or(0)
+            );
+            return self.reject(
+                out,
+                key,
+                pipeline_id,
+                ErrorCode::UnsupportedVersion,
+                &msg,
+                now,
+            );
+        }
+        let Ok(packet) = Packet::new_checked(d) else {
+            return self.reject(
+                out,
+                key,
+                pipeline_id,
+                ErrorCode::Malformed,
+                "datagram shorter than the 24-byte header",
+                now,
+            );
+        };
+        if packet.kind() == Some(Kind::Describe) {
+            return self.describe(out, key, &packet, now);
+        }
+        let pipeline = match self.pipelines.index_of(pipeline_id) {
+            Some(i) if pipeline_id != 0 => i,
+            _ => {
+                let msg = format!("no pipeline with id {pipeline_id}");
+                return self.reject(out, key, pipeline_id, ErrorCode::UnknownPipeline, &msg, now);
+            }
+        };
+        let header = match HeaderRepr::parse(&packet) {
+            Ok(h) => h,
+            Err(e) => {
+                return self.reject(
+                    out,
+                    key,
+                    pipeline_id,
+                    ErrorCode::Malformed,
+                    &e.to_string(),
+                    now,
+                )
+            }
+        };
+        let p = self.pipelines.get(pipeline);
+        if !p.accepts_kind(header.kind) {
+            let msg = format!(
+                "pipeline {} ({}) does not take {:?} datagrams",
+                p.id, p.name, header.kind
+            );
+            return self.reject(out, key, pipeline_id, ErrorCode::KindMismatch, &msg, now);
+        }
+        if header.kind.is_image() {
+            if let Ok(fmt) = ImageRepr::peek_pixel_format(packet.body()) {
+                if !p.pixel_formats.contains(&fmt) {
+                    let msg = format!(
+                        "pipeline {} does not take pixel format {}",
+                        p.id,
+                        fmt.name()
+                    );
+                    return self.reject(out, key, pipeline_id, ErrorCode::KindMismatch, &msg, now);
+                }
+            }
+        }
+        if d.len() > self.config.limits.max_datagram {
+            let msg = format!(
+                "datagram of {} bytes exceeds max_datagram {}",
+                d.len(),
+                self.config.limits.max_datagram
+            );
+            return self.reject(out, key, pipeline_id, ErrorCode::Malformed, &msg, now);
+        }
+        let fragment = match self.parse_fragment(pipeline, header.kind, packet.body()) {
+            Ok(f) => f,
+            Err((code, msg)) => return self.reject(out, key, pipeline_id, code, &msg, now),
+        };
+        let l = &self.config.limits;
+        if header.count > l.max_fragments {
+            let msg = format!(
+                "count {} exceeds max_fragments {}",
+                header.count, l.max_fragments
+            );
+            return self.reject(out, key, pipeline_id, ErrorCode::TooLarge, &msg, now);
+        }
+        match fragment {
+            Fragment::Image { repr, .. } => {
+                let px = repr.width as u64 * repr.height as u64;
+                if px > l.max_image_pixels {
+                    let msg = format!(
+                        "{}x{} exceeds max_image_pixels {}",
+                        repr.width, repr.height, l.max_image_pixels
+                    );
+                    return self.reject(out, key, pipeline_id, ErrorCode::TooLarge, &msg, now);
+                }
+                if let Err(msg) = self.check_tile(pipeline, &repr) {
+                    return self.reject(
+                        out,
+                        key,
+                        pipeline_id,
+                        ErrorCode::InvalidContent,
+                        &msg,
+                        now,
+                    );
+                }
+            }
+            Fragment::Text { repr, .. } => {
+                if repr.total_len > l.max_text_bytes {
+                    let msg = format!(
+                        "total_len {} exceeds max_text_bytes {}",
+                        repr.total_len, l.max_text_bytes
+                    );
+                    return self.reject(out, key, pipeline_id, ErrorCode::TooLarge, &msg, now);
+                }
+            }
+        }
+        let new_request = !self.reassembler.contains(&key);
+        match self
+            .reassembler
+            .accept(key, &header, pipeline, d.len(), fragment, now)
+        {
+            Ok(Outcome::Pending) => {
+                self.stats.fragments_accepted += 1;
+                self.stats.requests_started += new_request as u64;
+            }
+            Ok(Outcome::Duplicate) => self.stats.duplicate_fragments += 1,
+            Ok(Outcome::Complete(req)) => {
+                self.stats.fragments_accepted += 1;
+                self.stats.requests_started += new_request as u64;
+                self.finish(out, &req, now);
+            }
+            Err(Reject::Malformed(m)) => {
+                self.reject(out, key, pipeline_id, ErrorCode::Malformed, m, now)
+            }
+            Err(Reject::Overloaded(m)) => {
+                self.reject(out, key, pipeline_id, ErrorCode::Overloaded, m, now)
+            }
+        }
+    }
+
+    fn parse_fragment<'a>(
+        &self,
+        pipeline: usize,
+        kind: Kind,
+        body: &'a [u8],
+    ) -> Result<Fragment<'a>, (ErrorCode, String)> {
+        let malformed = |e: WireError| (ErrorCode::Malformed, e.to_string());
+        match kind {
+            Kind::ImageRows | Kind::ImageTile => {
+                let f = ImageFragment::new_checked(body).map_err(malformed)?;
+                let repr = ImageRepr::parse(kind, &f).map_err(malformed)?;
+                if let (Some(out), Plan::Image(plan)) =
+                    (repr.out_rect, &self.pipelines.get(pipeline).plan)
+                {
+                    if !out.inside(plan.out_width(), plan.out_height()) {
+                        return Err((
+                            ErrorCode::Malformed,
+                            format!(
+                                "tile output rectangle {out:?} lies outside the {}x{} output",
+                                plan.out_width(),
+                                plan.out_height()
+                            ),
+                        ));
+                    }
+                }
+                let pixels = &body[crate::wire::image::IMAGE_HEADER_LEN..];
+                Ok(Fragment::Image { repr, pixels })
+            }
+            Kind::TextChunk => {
+                let c = TextChunk::new_checked(body).map_err(malformed)?;
+                let repr = TextRepr::parse(&c).map_err(malformed)?;
+                Ok(Fragment::Text {
+                    repr,
+                    bytes: &body[crate::wire::text::TEXT_HEADER_LEN..],
+                })
+            }
+            _ => Err((ErrorCode::Malformed, format!("{kind:?} is not a data kind"))),
+        }
+    }
+
+    /// A tile must hold the input windows of every pixel of its output
+    /// rectangle.
+    fn check_tile(&self, pipeline: usize, repr: &ImageRepr) -> Result<(), String> {
+        let (Some(out), Plan::Image(plan)) = (repr.out_rect, &self.pipelines.get(pipeline).plan)
+        else {
+            return Ok(());
+        };
+        let need = ResizePlan::halo_rect(
+            plan.resampling,
+            repr.width as u32,
+            repr.height as u32,
+            plan.out_width(),
+            plan.out_height(),
+            out,
+        );
+        if repr.rect.contains(&need) {
+            Ok(())
+        } else {
+            Err(format!(
+                "tile input {:?} lacks the halo for output {out:?}: needs {need:?}",
+                repr.rect
+            ))
+        }
+    }
+
+    fn describe(&mut self, out: &mut dyn ReplySink, key: Key, p: &Packet<&[u8]>, now: Instant) {
+        if p.pipeline() != 0 || p.seq() != 0 || p.count() != 1 || !p.body().is_empty() {
+            return self.reject(
+                out,
+                key,
+                p.pipeline(),
+                ErrorCode::Malformed,
+                "DESCRIBE is seq 0, count 1, pipeline 0, empty",
+                now,
+            );
+        }
+        self.stats.describe_requests += 1;
+        self.reassembler.mark_answered(key, now);
+        let n = self.replies.response(
+            out,
+            key.client,
+            key.request_id,
+            0,
+            content_type::JSON,
+            0,
+            &self.describe,
+        );
+        self.stats.responses_sent += 1;
+        self.stats.response_datagrams += n as u64;
+    }
+
+    /// Runs the pipeline on a complete request and answers it.
+    fn finish(&mut self, out: &mut dyn ReplySink, req: &crate::reassembly::Request, now: Instant) {
+        let p = self.pipelines.get(req.pipeline);
+        match complete::complete(p, req) {
+            Ok(tensors) => {
+                let (body, header_len) = kserve_binary_response("echo", &tensors);
+                let n = self.replies.response(
+                    out,
+                    req.key.client,
+                    req.key.request_id,
+                    req.pipeline_id,
+                    content_type::KSERVE_BINARY,
+                    header_len,
+                    &body,
+                );
+                self.stats.requests_completed += 1;
+                self.stats.responses_sent += 1;
+                self.stats.response_datagrams += n as u64;
+            }
+            Err(f) => self.error(
+                out,
+                req.key.client,
+                req.key.request_id,
+                req.pipeline_id,
+                f.code,
+                &f.message,
+            ),
+        }
+        self.reassembler.finish(req, now);
+    }
+
+    fn tick(&mut self, now: Instant, out: &mut dyn ReplySink) {
+        let mut expired = std::mem::take(&mut self.expired);
+        expired.clear();
+        self.reassembler.expire(now, &mut expired);
+        for key in &expired {
+            // The pipeline id is not kept after expiry: ERROR carries 0.
+            self.error(
+                out,
+                key.client,
+                key.request_id,
+                0,
+                ErrorCode::Incomplete,
+                "not all fragments arrived within the reassembly timeout",
+            );
+        }
+        self.expired = expired;
+    }
+}
+
+fn read_u32_at(d: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([d[at], d[at + 1], d[at + 2], d[at + 3]])
+}
+
+impl DatagramHandler for Proxy {
+    fn on_datagram(
+        &mut self,
+        from: SocketAddr,
+        payload: &[u8],
+        now: Instant,
+        out: &mut dyn ReplySink,
+    ) {
+        self.handle(from, payload, now, out);
+    }
+    fn on_tick(&mut self, now: Instant, out: &mut dyn ReplySink) {
+        self.tick(now, out);
+    }
+    fn next_deadline(&self) -> Option<Instant> {
+        self.reassembler.next_deadline()
+    }
+}

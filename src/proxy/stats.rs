@@ -1,0 +1,71 @@
+//! Counters of the proxy core. Plain integers: one core instance runs on
+//! one thread; ingresses report their own counters next to these.
+
+use crate::wire::ErrorCode;
+use std::fmt;
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    pub datagrams_in: u64,
+    pub bytes_in: u64,
+    /// Wrong magic (not TWP traffic): dropped silently.
+    pub dropped_not_twp: u64,
+    /// Too short to carry a request_id: dropped.
+    pub dropped_truncated: u64,
+    /// RESPONSE/ERROR kinds sent to the proxy: dropped (no reply loops).
+    pub dropped_reply_kind: u64,
+    /// Fragments of already-answered requests: ignored.
+    pub late_fragments: u64,
+    /// Fragments whose seq was already received: ignored.
+    pub duplicate_fragments: u64,
+    pub fragments_accepted: u64,
+    pub requests_started: u64,
+    pub requests_completed: u64,
+    pub describe_requests: u64,
+    pub responses_sent: u64,
+    pub response_datagrams: u64,
+    pub errors_sent: u64,
+    /// ERRORs by code (index = code - 1).
+    pub errors_by_code: [u64; 10],
+    /// Answered keys forgotten early because the table was full.
+    pub answered_keys_evicted: u64,
+    /// Requests in flight and their bytes, sampled.
+    pub requests_in_flight: u64,
+    pub bytes_in_flight: u64,
+}
+
+impl Stats {
+    pub fn error(&mut self, code: ErrorCode) {
+        self.errors_sent += 1;
+        self.errors_by_code[code.index()] += 1;
+    }
+
+    pub fn errors(&self, code: ErrorCode) -> u64 {
+        self.errors_by_code[code.index()]
+    }
+}
+
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "in={} dgrams ({} B) responses={} errors={} in_flight={} ({} B) dup={} late={} not_twp={}",
+            self.datagrams_in,
+            self.bytes_in,
+            self.responses_sent,
+            self.errors_sent,
+            self.requests_in_flight,
+            self.bytes_in_flight,
+            self.duplicate_fragments,
+            self.late_fragments,
+            self.dropped_not_twp
+        )?;
+        for c in ErrorCode::ALL {
+            let n = self.errors(c);
+            if n > 0 {
+                write!(f, " {}={}", c.name(), n)?;
+            }
+        }
+        Ok(())
+    }
+}
