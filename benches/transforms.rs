@@ -1,7 +1,8 @@
 //! Baselines for the serving-path transforms, in one run: tensorwire's
-//! exact fixed-point resize + normalize against the `image` crate's resize
-//! + the same normalization, and tokenization through `tokenizers`.
-//! Ratios, not absolute times, are what to compare. `make bench`.
+//! exact fixed-point resize and normalize against the `image` crate's
+//! resize with the same normalization, and tokenization through
+//! `tokenizers`. Ratios, not absolute times, are what to compare.
+//! Run with `make bench`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;

@@ -228,7 +228,8 @@ fn malformed_fields() {
     let now = Instant::now();
     let img = small_image(8, 4, PixelFormat::Rgb8);
     let d0 = image_rows(&img, 1, 20, 1472)[0].clone();
-    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
+    type Edit = Box<dyn Fn(&mut Vec<u8>)>;
+    let cases: Vec<(&str, Edit)> = vec![
         ("short header", Box::new(|d| d.truncate(20))),
         ("count 0", Box::new(|d| set_u32(d, 20, 0))),
         ("seq >= count", Box::new(|d| set_u32(d, 16, 1))),
@@ -327,9 +328,9 @@ fn coverage_and_overlap_errors_once_all_fragments_arrived() {
     let mut t = text_chunks(&[b'x'; 3000], 2, 42, 1472, 64);
     let last = t.len() - 1;
     let n = t[last].len();
+    assert!(n > 36);
     t[last][36] = b'y'; // first overlapped byte differs
     assert_eq!(code(&send(&mut proxy(), now, &t)), ErrorCode::Malformed);
-    let _ = n;
     let mut t = text_chunks(&[b'x'; 3000], 2, 43, 1472, 0);
     t.remove(1);
     for (i, d) in t.iter_mut().enumerate() {

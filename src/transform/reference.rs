@@ -78,7 +78,7 @@ pub fn exact_axis(mode: Resampling, in_size: u32, out_size: u32) -> Vec<(u32, Ve
                         i0 = in_size as i64 - 1;
                         f = 0.0;
                     }
-                    if i0 + 1 <= in_size as i64 - 1 {
+                    if i0 < in_size as i64 - 1 {
                         (i0 as u32, vec![1.0 - f, f])
                     } else {
                         (i0 as u32, vec![1.0 - f])
