@@ -45,7 +45,7 @@ pub struct AxisCoeffs {
     /// Taps per output index (fixed stride of `weights` and `taps`).
     ksize: usize,
     /// Number of used taps per output index.
-    lens: Vec<u8>,
+    lens: Vec<u32>,
     /// Input index of each tap (`out_size * ksize`).
     taps: Vec<u32>,
     /// Integer weight of each tap.
@@ -95,7 +95,7 @@ impl AxisCoeffs {
                 *kx = w;
                 ww += w;
             }
-            c.lens[o] = len as u8;
+            c.lens[o] = len as u32;
             c.windows[o] = (xmin, xmax);
             for (x, &kx) in k.iter().enumerate().take(len) {
                 let w = if ww != 0.0 { kx / ww } else { kx };
