@@ -61,10 +61,7 @@ impl Pipeline {
                     width: c.width,
                     height: c.height,
                 };
-                let plan = ImagePlan {
-                    resampling: Resampling::from_antialias(c.antialias),
-                    normalize,
-                };
+                let plan = ImagePlan::new(Resampling::from_antialias(c.antialias), normalize);
                 (Plan::Image(plan), c.pixel_formats.clone())
             }
             PipelineKind::Text => {

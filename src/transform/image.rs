@@ -1,6 +1,9 @@
-//! The image pipeline's transform: resize (exact library arithmetic) then
-//! normalize into the output tensor, for a whole image or for one tile.
+//! The image pipeline's transform: resize (exact library arithmetic) and
+//! LUT normalization fused, writing straight into the output tensor, for a
+//! whole image, one tile, or rows streamed as they arrive
+//! ([`super::stream::RowStream`]).
 
+use super::lut::NormalizeLut;
 use super::normalize::NormalizePlan;
 use super::resize::{resize_region, HaloError, Resampling, ResizePlan, SourceView};
 use crate::wire::{PixelFormat, Rect};
@@ -10,9 +13,19 @@ use crate::wire::{PixelFormat, Rect};
 pub struct ImagePlan {
     pub resampling: Resampling,
     pub normalize: NormalizePlan,
+    pub lut: NormalizeLut,
 }
 
 impl ImagePlan {
+    pub fn new(resampling: Resampling, normalize: NormalizePlan) -> ImagePlan {
+        let lut = NormalizeLut::new(&normalize);
+        ImagePlan {
+            resampling,
+            normalize,
+            lut,
+        }
+    }
+
     pub fn out_width(&self) -> u32 {
         self.normalize.width
     }
@@ -30,7 +43,7 @@ impl ImagePlan {
         )
     }
 
-    /// The output tensor of a whole source image.
+    /// The output tensor of a whole source image (the non-streaming path).
     pub fn run_whole(&self, data: &[u8], width: u32, height: u32, format: PixelFormat) -> Vec<u8> {
         let plan = self.resize_plan(width, height);
         let mut tensor = vec![0u8; self.normalize.tensor_len()];
@@ -54,7 +67,8 @@ impl ImagePlan {
     }
 
     /// Computes output rectangle `out` from `src` alone and writes it into
-    /// its place in `tensor`.
+    /// its place in `tensor`; `resized` and `scratch` are reused buffers
+    /// of one tile's size, never the whole image's.
     #[allow(clippy::too_many_arguments)]
     pub fn run_region(
         &self,
@@ -69,7 +83,11 @@ impl ImagePlan {
         resized.clear();
         resized.resize(out.area() as usize * format.channels(), 0);
         resize_region(plan, src, out, resized, scratch)?;
-        self.normalize.write_region(resized, format, out, tensor);
+        let row = out.w as usize * format.channels();
+        for (r, px) in resized.chunks_exact(row).enumerate() {
+            self.lut
+                .write_row(px, format, out.y + r as u32, out.x, tensor);
+        }
         Ok(())
     }
 }

@@ -5,6 +5,7 @@
 //! the serving-path code is tested against.
 
 pub mod image;
+pub mod lut;
 pub mod normalize;
 pub mod reference;
 pub mod resize;

@@ -293,57 +293,108 @@ pub fn resize_region(
     let rows = need.h as usize;
     scratch.clear();
     scratch.resize(rows * row_len, 0);
-    for r in 0..rows {
+    for (r, drow) in scratch.chunks_exact_mut(row_len).enumerate() {
         let sy = (need.y + r as u32 - src.rect.y) as usize;
         let srow = &src.data[sy * src_stride..(sy + 1) * src_stride];
-        let drow = &mut scratch[r * row_len..(r + 1) * row_len];
-        for ox in 0..ow {
-            let (taps, weights) = plan.x.taps(out_rect.x as usize + ox);
-            for c in 0..ch {
-                let mut acc: i32 = match plan.mode {
-                    Resampling::Antialias => 1 << (PILLOW_BITS - 1),
-                    Resampling::Linear => 0,
-                };
-                for (&t, &w) in taps.iter().zip(weights) {
-                    let sx = (t - src.rect.x) as usize;
-                    acc += srow[sx * ch + c] as i32 * w;
-                }
-                drow[ox * ch + c] = match plan.mode {
-                    // Pillow stores the pass as uint8.
-                    Resampling::Antialias => clip8_pillow(acc) as i32,
-                    // OpenCV keeps the integer sum.
-                    Resampling::Linear => acc,
-                };
-            }
-        }
+        horizontal_row(plan, srow, src.rect.x, ch, out_rect.x, drow);
     }
-
     // Vertical pass.
-    for oy in 0..out_rect.h as usize {
-        let (taps, weights) = plan.y.taps(out_rect.y as usize + oy);
-        let drow = &mut out[oy * row_len..(oy + 1) * row_len];
-        match plan.mode {
-            Resampling::Antialias => {
-                for (i, d) in drow.iter_mut().enumerate() {
-                    let mut acc: i32 = 1 << (PILLOW_BITS - 1);
-                    for (&t, &w) in taps.iter().zip(weights) {
-                        acc += scratch[(t - need.y) as usize * row_len + i] * w;
-                    }
-                    *d = clip8_pillow(acc);
-                }
-            }
-            Resampling::Linear => {
-                let (ra, rb) = ((taps[0] - need.y) as usize, (taps[1] - need.y) as usize);
-                let (b0, b1) = (weights[0], weights[1]);
-                for (i, d) in drow.iter_mut().enumerate() {
-                    let ha = scratch[ra * row_len + i];
-                    let hb = scratch[rb * row_len + i];
-                    *d = opencv_vertical(ha, hb, b0, b1);
-                }
-            }
-        }
+    let scratch = &scratch[..];
+    for (oy, drow) in out.chunks_exact_mut(row_len).enumerate() {
+        vertical_row(
+            plan,
+            out_rect.y + oy as u32,
+            |y| &scratch[(y - need.y) as usize * row_len..][..row_len],
+            drow,
+        );
     }
     Ok(())
+}
+
+/// The horizontal pass of one source row: output columns starting at
+/// `out_x0`, as many as `dst` holds (`dst.len() / ch`). `row` holds source
+/// columns from `row_x` on and must cover their windows. Pillow stores
+/// the pass rounded to uint8; OpenCV keeps the integer sums.
+pub fn horizontal_row(
+    plan: &ResizePlan,
+    row: &[u8],
+    row_x: u32,
+    ch: usize,
+    out_x0: u32,
+    dst: &mut [i32],
+) {
+    match ch {
+        1 => hpass::<1>(plan, row, row_x, out_x0, dst),
+        3 => hpass::<3>(plan, row, row_x, out_x0, dst),
+        4 => hpass::<4>(plan, row, row_x, out_x0, dst),
+        _ => unreachable!("pixel formats have 1, 3 or 4 channels"),
+    }
+}
+
+fn hpass<const CH: usize>(plan: &ResizePlan, row: &[u8], row_x: u32, out_x0: u32, dst: &mut [i32]) {
+    let pillow = plan.mode == Resampling::Antialias;
+    let init = if pillow { 1 << (PILLOW_BITS - 1) } else { 0 };
+    for (i, px) in dst.chunks_exact_mut(CH).enumerate() {
+        let (taps, weights) = plan.x.taps(out_x0 as usize + i);
+        let first = (taps[0] - row_x) as usize * CH;
+        let mut acc = [init; CH];
+        if pillow {
+            // Pillow's taps are contiguous.
+            let src = &row[first..first + taps.len() * CH];
+            for (s, &w) in src.chunks_exact(CH).zip(weights) {
+                for c in 0..CH {
+                    acc[c] += s[c] as i32 * w;
+                }
+            }
+            for c in 0..CH {
+                px[c] = clip8_pillow(acc[c]) as i32;
+            }
+        } else {
+            let second = (taps[1] - row_x) as usize * CH;
+            for c in 0..CH {
+                px[c] = row[first + c] as i32 * weights[0] + row[second + c] as i32 * weights[1];
+            }
+        }
+    }
+}
+
+/// The vertical pass of output row `oy`: `hrow(y)` is the horizontal
+/// pass of source row `y` (every row of the window), `dst` the output row.
+pub fn vertical_row<'a>(
+    plan: &ResizePlan,
+    oy: u32,
+    hrow: impl Fn(u32) -> &'a [i32],
+    dst: &mut [u8],
+) {
+    let (taps, weights) = plan.y.taps(oy as usize);
+    match plan.mode {
+        Resampling::Antialias => {
+            // Row-major accumulation: contiguous, so it vectorizes.
+            let mut acc = [0i32; 512];
+            for chunk in 0..dst.len().div_ceil(512) {
+                let lo = chunk * 512;
+                let n = (dst.len() - lo).min(512);
+                let acc = &mut acc[..n];
+                acc.fill(1 << (PILLOW_BITS - 1));
+                for (&t, &w) in taps.iter().zip(weights) {
+                    let h = &hrow(t)[lo..lo + n];
+                    for (a, &v) in acc.iter_mut().zip(h) {
+                        *a += v * w;
+                    }
+                }
+                for (d, &a) in dst[lo..lo + n].iter_mut().zip(acc.iter()) {
+                    *d = clip8_pillow(a);
+                }
+            }
+        }
+        Resampling::Linear => {
+            let (ha, hb) = (hrow(taps[0]), hrow(taps[1]));
+            let (b0, b1) = (weights[0], weights[1]);
+            for ((d, &a), &b) in dst.iter_mut().zip(ha).zip(hb) {
+                *d = opencv_vertical(a, b, b0, b1);
+            }
+        }
+    }
 }
 
 /// Pillow's `clip8`: the accumulator's top bits, clamped to uint8.
