@@ -29,7 +29,7 @@ fn images(c: &mut Criterion) {
         ("tensorwire antialias (Pillow exact)", Resampling::Antialias),
         ("tensorwire no antialias (OpenCV exact)", Resampling::Linear),
     ] {
-        let mut p = plan.clone();
+        let mut p = (*plan).clone();
         p.resampling = mode;
         g.bench_function(label, |b| {
             b.iter(|| {

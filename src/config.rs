@@ -100,6 +100,9 @@ pub struct Limits {
     pub max_bytes_in_flight: usize,
     pub max_requests_per_source: usize,
     pub max_bytes_per_source: usize,
+    /// Memory requests in flight may hold (output tensors, streaming
+    /// windows, text), all clients together.
+    pub max_state_bytes: usize,
     pub answered_keys: usize,
 }
 
@@ -115,6 +118,7 @@ impl Default for Limits {
             max_bytes_in_flight: 268_435_456,
             max_requests_per_source: 256,
             max_bytes_per_source: 67_108_864,
+            max_state_bytes: 536_870_912,
             answered_keys: 65536,
         }
     }
@@ -376,6 +380,7 @@ impl Config {
                 l.max_requests_per_source as u64,
             ),
             ("limits.max_bytes_per_source", l.max_bytes_per_source as u64),
+            ("limits.max_state_bytes", l.max_state_bytes as u64),
             ("limits.answered_keys", l.answered_keys as u64),
         ] {
             if v == 0 {

@@ -8,6 +8,10 @@ use crate::transform::resize::Resampling;
 use crate::transform::text::{load_tokenizer, TextPlan};
 use crate::wire::{Kind, PixelFormat};
 use serde_json::{json, Value};
+use std::sync::Arc;
+
+mod request;
+pub use request::{RequestState, ResizeCache};
 
 /// A pipeline that cannot be built from its configuration.
 #[derive(Debug, thiserror::Error)]
@@ -21,8 +25,8 @@ pub struct PipelineError {
 /// What a pipeline does.
 #[derive(Debug, Clone)]
 pub enum Plan {
-    Image(ImagePlan),
-    Text(TextPlan),
+    Image(Arc<ImagePlan>),
+    Text(Arc<TextPlan>),
 }
 
 /// One configured pipeline, ready to serve.
@@ -62,7 +66,7 @@ impl Pipeline {
                     height: c.height,
                 };
                 let plan = ImagePlan::new(Resampling::from_antialias(c.antialias), normalize);
-                (Plan::Image(plan), c.pixel_formats.clone())
+                (Plan::Image(Arc::new(plan)), c.pixel_formats.clone())
             }
             PipelineKind::Text => {
                 let c = cfg.text.as_ref().expect("validated");
@@ -76,7 +80,7 @@ impl Pipeline {
                     c.outputs.clone(),
                     c.dtype,
                 );
-                (Plan::Text(plan), Vec::new())
+                (Plan::Text(Arc::new(plan)), Vec::new())
             }
         };
         Ok(Pipeline {

@@ -3,18 +3,16 @@
 //! the time in and carries the replies out, so all of this is tested
 //! deterministically.
 
-mod complete;
 mod reply;
 mod stats;
 
-pub use complete::Failure;
 pub use reply::ReplyWriter;
 pub use stats::Stats;
 
 use crate::config::Config;
 use crate::ingress::{DatagramHandler, ReplySink};
-use crate::pipeline::{Pipelines, Plan};
-use crate::reassembly::{Fragment, Key, Outcome, Reassembler, Reject};
+use crate::pipeline::{Pipelines, Plan, RequestState, ResizeCache};
+use crate::reassembly::{Fragment, Key, Outcome, Reassembler, Reject, Request};
 use crate::transform::resize::ResizePlan;
 use crate::upstream::echo::kserve_binary_response;
 use crate::wire::{
@@ -29,7 +27,8 @@ pub struct Proxy {
     config: Config,
     pipelines: Pipelines,
     describe: Vec<u8>,
-    reassembler: Reassembler,
+    reassembler: Reassembler<RequestState>,
+    resize_cache: ResizeCache,
     replies: ReplyWriter,
     stats: Stats,
     expired: Vec<Key>,
@@ -45,6 +44,7 @@ impl Proxy {
         );
         Proxy {
             reassembler: Reassembler::new(&config.limits),
+            resize_cache: ResizeCache::new(64),
             config,
             pipelines,
             describe,
@@ -66,6 +66,8 @@ impl Proxy {
         s.requests_in_flight = r as u64;
         s.bytes_in_flight = b as u64;
         s.answered_keys_evicted = self.reassembler.answered_evicted();
+        s.state_bytes = self.reassembler.held_bytes() as u64;
+        s.resize_plans_built = self.resize_cache.misses;
         s
     }
 
@@ -256,9 +258,13 @@ impl Proxy {
             }
         }
         let new_request = !self.reassembler.contains(&key);
+        let (pipelines, cache) = (&self.pipelines, &mut self.resize_cache);
+        let new_body = |first: &Fragment<'_>| {
+            RequestState::new(pipelines.get(pipeline), header.kind, first, cache)
+        };
         match self
             .reassembler
-            .accept(key, &header, pipeline, d.len(), fragment, now)
+            .accept(key, &header, pipeline, d.len(), fragment, now, new_body)
         {
             Ok(Outcome::Pending) => {
                 self.stats.fragments_accepted += 1;
@@ -268,13 +274,10 @@ impl Proxy {
             Ok(Outcome::Complete(req)) => {
                 self.stats.fragments_accepted += 1;
                 self.stats.requests_started += new_request as u64;
-                self.finish(out, &req, now);
+                self.finish(out, *req, now);
             }
-            Err(Reject::Malformed(m)) => {
-                self.reject(out, key, pipeline_id, ErrorCode::Malformed, m, now)
-            }
-            Err(Reject::Overloaded(m)) => {
-                self.reject(out, key, pipeline_id, ErrorCode::Overloaded, m, now)
+            Err(Reject { code, message }) => {
+                self.reject(out, key, pipeline_id, code, &message, now)
             }
         }
     }
@@ -370,17 +373,18 @@ impl Proxy {
         self.stats.response_datagrams += n as u64;
     }
 
-    /// Runs the pipeline on a complete request and answers it.
-    fn finish(&mut self, out: &mut dyn ReplySink, req: &crate::reassembly::Request, now: Instant) {
-        let p = self.pipelines.get(req.pipeline);
-        match complete::complete(p, req) {
+    /// Finishes a complete request's transform and answers it.
+    fn finish(&mut self, out: &mut dyn ReplySink, req: Request<RequestState>, now: Instant) {
+        let release = req.release();
+        let (key, pipeline_id) = (req.key, req.pipeline_id);
+        match req.body.finish() {
             Ok(tensors) => {
                 let (body, header_len) = kserve_binary_response("echo", &tensors);
                 let n = self.replies.response(
                     out,
-                    req.key.client,
-                    req.key.request_id,
-                    req.pipeline_id,
+                    key.client,
+                    key.request_id,
+                    pipeline_id,
                     content_type::KSERVE_BINARY,
                     header_len,
                     &body,
@@ -389,16 +393,16 @@ impl Proxy {
                 self.stats.responses_sent += 1;
                 self.stats.response_datagrams += n as u64;
             }
-            Err(f) => self.error(
+            Err(r) => self.error(
                 out,
-                req.key.client,
-                req.key.request_id,
-                req.pipeline_id,
-                f.code,
-                &f.message,
+                key.client,
+                key.request_id,
+                pipeline_id,
+                r.code,
+                &r.message,
             ),
         }
-        self.reassembler.finish(req, now);
+        self.reassembler.finish(release, now);
     }
 
     fn tick(&mut self, now: Instant, out: &mut dyn ReplySink) {

@@ -32,6 +32,10 @@ pub struct Stats {
     /// Requests in flight and their bytes, sampled.
     pub requests_in_flight: u64,
     pub bytes_in_flight: u64,
+    /// Memory held by requests in flight (tensors, row windows, text).
+    pub state_bytes: u64,
+    /// Resize coefficient tables built (cache misses).
+    pub resize_plans_built: u64,
 }
 
 impl Stats {

@@ -1,16 +1,19 @@
 //! Per-request reassembly state: a pure state machine, the clock passed in.
 //!
-//! A request is keyed by (client address, request_id). Fragments are kept
-//! as received (an arena of payload bytes plus a small index), so memory
-//! grows with the bytes clients actually sent and is bounded by the
-//! configured in-flight limits, whatever the headers claim.
+//! A request is keyed by (client address, request_id). Reassembly owns
+//! sequencing (seq bitmap, duplicates), limits, timeouts and answered
+//! keys; each fragment's content goes to the request's [`Assembly`] (the
+//! pipeline's streaming state), so what a request holds grows with what
+//! clients actually sent, never with what a header claims.
 
 mod answered;
+mod coverage;
 
 pub use answered::AnsweredKeys;
+pub use coverage::Coverage;
 
 use crate::config::Limits;
-use crate::wire::{HeaderRepr, ImageRepr, Kind, PixelFormat, Rect, TextRepr};
+use crate::wire::{ErrorCode, HeaderRepr, ImageRepr, Kind, TextRepr};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -29,61 +32,20 @@ pub enum Fragment<'a> {
     Text { repr: TextRepr, bytes: &'a [u8] },
 }
 
-/// Where one image fragment's pixels are in the arena.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ImagePart {
-    pub rect: Rect,
-    pub out_rect: Option<Rect>,
-    pub start: usize,
-}
-
-/// The image fragments received so far.
-#[derive(Debug, Clone)]
-pub struct ImageParts {
-    pub width: u16,
-    pub height: u16,
-    pub format: PixelFormat,
-    pub parts: Vec<ImagePart>,
-    pub data: Vec<u8>,
-}
-
-impl ImageParts {
-    pub fn pixels(&self, p: &ImagePart) -> &[u8] {
-        &self.data[p.start..p.start + p.rect.area() as usize * self.format.channels()]
-    }
-}
-
-/// Where one text chunk's bytes are in the arena.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TextPart {
-    pub offset: u32,
-    pub start: usize,
-    pub len: usize,
-}
-
-/// The text chunks received so far.
-#[derive(Debug, Clone)]
-pub struct TextParts {
-    pub total_len: u32,
-    pub parts: Vec<TextPart>,
-    pub data: Vec<u8>,
-}
-
-impl TextParts {
-    pub fn bytes(&self, p: &TextPart) -> &[u8] {
-        &self.data[p.start..p.start + p.len]
-    }
-}
-
-#[derive(Debug, Clone)]
-pub enum Body {
-    Image(ImageParts),
-    Text(TextParts),
+/// What a request's fragments are handed to once reassembly has checked
+/// sequencing, duplicates and limits: the pipeline's per-request state
+/// (a streaming transform, or a store for the text). It checks content
+/// rules that involve several fragments (same geometry, overlaps).
+pub trait Assembly {
+    /// Takes one new fragment (never a duplicate).
+    fn add(&mut self, fragment: &Fragment<'_>) -> Result<(), Reject>;
+    /// Bytes this request holds in memory now (for the counters).
+    fn held_bytes(&self) -> usize;
 }
 
 /// A request being reassembled, or complete and handed to the pipeline.
-#[derive(Debug, Clone)]
-pub struct Request {
+#[derive(Debug)]
+pub struct Request<B> {
     pub key: Key,
     pub pipeline: usize,
     pub pipeline_id: u16,
@@ -92,13 +54,32 @@ pub struct Request {
     pub received: u32,
     /// Payload bytes received (what the in-flight byte limits count).
     pub bytes: usize,
+    /// Memory the body held after its last fragment.
+    held: usize,
     pub first_seen: Instant,
     seen: Vec<u64>,
     generation: u64,
-    pub body: Body,
+    pub body: B,
 }
 
-impl Request {
+/// What [`Reassembler::finish`] needs of a completed request whose body
+/// was consumed.
+#[derive(Debug, Clone, Copy)]
+pub struct Release {
+    key: Key,
+    bytes: usize,
+    held: usize,
+}
+
+impl<B> Request<B> {
+    pub fn release(&self) -> Release {
+        Release {
+            key: self.key,
+            bytes: self.bytes,
+            held: self.held,
+        }
+    }
+
     fn has(&self, seq: u32) -> bool {
         self.seen[(seq / 64) as usize] & (1 << (seq % 64)) != 0
     }
@@ -109,21 +90,43 @@ impl Request {
 
 /// What became of an accepted fragment.
 #[derive(Debug)]
-pub enum Outcome {
+pub enum Outcome<B> {
     /// Stored; more fragments are due.
     Pending,
     /// Its seq was already received: ignored, whatever its content.
     Duplicate,
     /// The last missing fragment: the whole request, out of the table but
     /// still counted in flight until [`Reassembler::finish`].
-    Complete(Box<Request>),
+    Complete(Box<Request<B>>),
 }
 
-/// Why a fragment was refused (the request, if any, is dropped).
+/// Why a fragment was refused: the ERROR the request gets (the request,
+/// if any, is dropped).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reject {
-    Malformed(&'static str),
-    Overloaded(&'static str),
+pub struct Reject {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl Reject {
+    pub fn malformed(message: impl Into<String>) -> Reject {
+        Reject {
+            code: ErrorCode::Malformed,
+            message: message.into(),
+        }
+    }
+    pub fn overloaded(message: impl Into<String>) -> Reject {
+        Reject {
+            code: ErrorCode::Overloaded,
+            message: message.into(),
+        }
+    }
+    pub fn invalid(message: impl Into<String>) -> Reject {
+        Reject {
+            code: ErrorCode::InvalidContent,
+            message: message.into(),
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -132,22 +135,31 @@ struct Usage {
     bytes: usize,
 }
 
+impl Usage {
+    fn sub(&mut self, bytes: usize) {
+        self.requests -= 1;
+        self.bytes -= bytes;
+    }
+}
+
 /// All requests in flight, their limits and timeouts.
 #[derive(Debug)]
-pub struct Reassembler {
+pub struct Reassembler<B> {
     limits: Limits,
     timeout: Duration,
-    requests: HashMap<Key, Request>,
+    requests: HashMap<Key, Request<B>>,
     /// (deadline, key, generation) in arrival order: deadlines only grow.
     deadlines: VecDeque<(Instant, Key, u64)>,
     answered: AnsweredKeys,
     per_source: HashMap<SocketAddr, Usage>,
     total: Usage,
+    /// Memory held by the bodies of requests in flight.
+    held: usize,
     next_generation: u64,
 }
 
-impl Reassembler {
-    pub fn new(limits: &Limits) -> Reassembler {
+impl<B: Assembly> Reassembler<B> {
+    pub fn new(limits: &Limits) -> Reassembler<B> {
         let timeout = Duration::from_millis(limits.reassembly_timeout_ms);
         Reassembler {
             limits: limits.clone(),
@@ -157,6 +169,7 @@ impl Reassembler {
             answered: AnsweredKeys::new(limits.answered_keys, timeout),
             per_source: HashMap::new(),
             total: Usage::default(),
+            held: 0,
             next_generation: 0,
         }
     }
@@ -169,6 +182,11 @@ impl Reassembler {
     /// Whether a request with this key is being reassembled.
     pub fn contains(&self, key: &Key) -> bool {
         self.requests.contains_key(key)
+    }
+
+    /// Memory the requests in flight hold (transform state, text).
+    pub fn held_bytes(&self) -> usize {
+        self.held
     }
 
     /// Requests still being reassembled.
@@ -195,8 +213,10 @@ impl Reassembler {
     }
 
     /// Adds a fragment. The caller has validated it on its own (wire
-    /// checks, pipeline, limits on sizes); this checks it against the
-    /// request's other fragments and the in-flight limits.
+    /// checks, pipeline, limits on sizes); this checks sequencing and the
+    /// in-flight limits, and hands it to the request's [`Assembly`]
+    /// (`new_body` makes one for a new request).
+    #[allow(clippy::too_many_arguments)]
     pub fn accept(
         &mut self,
         key: Key,
@@ -205,9 +225,18 @@ impl Reassembler {
         datagram_len: usize,
         fragment: Fragment<'_>,
         now: Instant,
-    ) -> Result<Outcome, Reject> {
+        new_body: impl FnOnce(&Fragment<'_>) -> Result<B, Reject>,
+    ) -> Result<Outcome<B>, Reject> {
         if !self.requests.contains_key(&key) {
-            self.admit(key, header, pipeline, datagram_len, &fragment, now)?;
+            self.admit(
+                key,
+                header,
+                pipeline,
+                datagram_len,
+                &fragment,
+                now,
+                new_body,
+            )?;
         }
         let req = self.requests.get_mut(&key).expect("admitted above");
         if header.count != req.count
@@ -215,16 +244,12 @@ impl Reassembler {
             || header.pipeline != req.pipeline_id
         {
             self.abort(&key, now);
-            return Err(Reject::Malformed(
+            return Err(Reject::malformed(
                 "count, kind or pipeline differs between fragments",
             ));
         }
         if req.has(header.seq) {
             return Ok(Outcome::Duplicate);
-        }
-        if let Err(e) = Self::check_consistent(req, &fragment) {
-            self.abort(&key, now);
-            return Err(e);
         }
         // In-flight byte limits apply to every fragment, not just the first.
         let src = self
@@ -235,38 +260,30 @@ impl Reassembler {
         if req.received > 0 {
             if self.total.bytes + datagram_len > self.limits.max_bytes_in_flight {
                 self.abort(&key, now);
-                return Err(Reject::Overloaded("max_bytes_in_flight reached"));
+                return Err(Reject::overloaded("max_bytes_in_flight reached"));
             }
             if src.bytes + datagram_len > self.limits.max_bytes_per_source {
                 self.abort(&key, now);
-                return Err(Reject::Overloaded("max_bytes_per_source reached"));
+                return Err(Reject::overloaded("max_bytes_per_source reached"));
             }
         }
         let req = self.requests.get_mut(&key).expect("still present");
+        if let Err(e) = req.body.add(&fragment) {
+            self.abort(&key, now);
+            return Err(e);
+        }
+        let held = req.body.held_bytes();
+        self.held = self.held - req.held + held;
+        req.held = held;
+        if self.held > self.limits.max_state_bytes {
+            self.abort(&key, now);
+            return Err(Reject::overloaded("max_state_bytes reached"));
+        }
         req.mark(header.seq);
         req.received += 1;
         req.bytes += datagram_len;
         self.total.bytes += datagram_len;
         self.per_source.entry(key.client).or_default().bytes += datagram_len;
-        match (&mut req.body, fragment) {
-            (Body::Image(img), Fragment::Image { repr, pixels }) => {
-                img.parts.push(ImagePart {
-                    rect: repr.rect,
-                    out_rect: repr.out_rect,
-                    start: img.data.len(),
-                });
-                img.data.extend_from_slice(pixels);
-            }
-            (Body::Text(txt), Fragment::Text { repr, bytes }) => {
-                txt.parts.push(TextPart {
-                    offset: repr.offset,
-                    start: txt.data.len(),
-                    len: bytes.len(),
-                });
-                txt.data.extend_from_slice(bytes);
-            }
-            _ => unreachable!("checked by check_consistent"),
-        }
         if req.received == req.count {
             let req = self.requests.remove(&key).expect("present");
             return Ok(Outcome::Complete(Box::new(req)));
@@ -274,6 +291,7 @@ impl Reassembler {
         Ok(Outcome::Pending)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn admit(
         &mut self,
         key: Key,
@@ -282,6 +300,7 @@ impl Reassembler {
         datagram_len: usize,
         fragment: &Fragment<'_>,
         now: Instant,
+        new_body: impl FnOnce(&Fragment<'_>) -> Result<B, Reject>,
     ) -> Result<(), Reject> {
         let l = &self.limits;
         let src = self
@@ -290,31 +309,23 @@ impl Reassembler {
             .copied()
             .unwrap_or_default();
         if self.total.requests + 1 > l.max_requests_in_flight {
-            return Err(Reject::Overloaded("max_requests_in_flight reached"));
+            return Err(Reject::overloaded("max_requests_in_flight reached"));
         }
         if self.total.bytes + datagram_len > l.max_bytes_in_flight {
-            return Err(Reject::Overloaded("max_bytes_in_flight reached"));
+            return Err(Reject::overloaded("max_bytes_in_flight reached"));
         }
         if src.requests + 1 > l.max_requests_per_source {
-            return Err(Reject::Overloaded("max_requests_per_source reached"));
+            return Err(Reject::overloaded("max_requests_per_source reached"));
         }
         if src.bytes + datagram_len > l.max_bytes_per_source {
-            return Err(Reject::Overloaded("max_bytes_per_source reached"));
+            return Err(Reject::overloaded("max_bytes_per_source reached"));
         }
-        let body = match fragment {
-            Fragment::Image { repr, .. } => Body::Image(ImageParts {
-                width: repr.width,
-                height: repr.height,
-                format: repr.pixel_format,
-                parts: Vec::new(),
-                data: Vec::new(),
-            }),
-            Fragment::Text { repr, .. } => Body::Text(TextParts {
-                total_len: repr.total_len,
-                parts: Vec::new(),
-                data: Vec::new(),
-            }),
-        };
+        let body = new_body(fragment)?;
+        let held = body.held_bytes();
+        if self.held + held > l.max_state_bytes {
+            return Err(Reject::overloaded("max_state_bytes reached"));
+        }
+        self.held += held;
         let generation = self.next_generation;
         self.next_generation += 1;
         self.requests.insert(
@@ -327,6 +338,7 @@ impl Reassembler {
                 count: header.count,
                 received: 0,
                 bytes: 0,
+                held,
                 first_seen: now,
                 seen: vec![0; header.count.div_ceil(64) as usize],
                 generation,
@@ -340,41 +352,19 @@ impl Reassembler {
         Ok(())
     }
 
-    fn check_consistent(req: &Request, fragment: &Fragment<'_>) -> Result<(), Reject> {
-        match (&req.body, fragment) {
-            (Body::Image(img), Fragment::Image { repr, .. }) => {
-                if repr.width != img.width
-                    || repr.height != img.height
-                    || repr.pixel_format != img.format
-                {
-                    return Err(Reject::Malformed(
-                        "width, height or pixel_format differs between fragments",
-                    ));
-                }
-            }
-            (Body::Text(txt), Fragment::Text { repr, .. }) => {
-                if repr.total_len != txt.total_len {
-                    return Err(Reject::Malformed("total_len differs between fragments"));
-                }
-            }
-            _ => return Err(Reject::Malformed("kind differs between fragments")),
-        }
-        Ok(())
-    }
-
     /// Drops a request in flight (its answer is an ERROR) and remembers
     /// the key as answered.
     pub fn abort(&mut self, key: &Key, now: Instant) {
         if let Some(req) = self.requests.remove(key) {
-            self.release(key.client, req.bytes);
+            self.release(req.release());
         }
         self.answered.insert(*key, now);
     }
 
     /// A completed request got its answer: it leaves flight.
-    pub fn finish(&mut self, req: &Request, now: Instant) {
-        self.release(req.key.client, req.bytes);
-        self.answered.insert(req.key, now);
+    pub fn finish(&mut self, done: Release, now: Instant) {
+        self.release(done);
+        self.answered.insert(done.key, now);
     }
 
     /// Remembers a key that was answered without entering flight (an
@@ -383,14 +373,13 @@ impl Reassembler {
         self.answered.insert(key, now);
     }
 
-    fn release(&mut self, client: SocketAddr, bytes: usize) {
-        self.total.requests -= 1;
-        self.total.bytes -= bytes;
-        if let Some(u) = self.per_source.get_mut(&client) {
-            u.requests -= 1;
-            u.bytes -= bytes;
+    fn release(&mut self, r: Release) {
+        self.total.sub(r.bytes);
+        self.held -= r.held;
+        if let Some(u) = self.per_source.get_mut(&r.key.client) {
+            u.sub(r.bytes);
             if u.requests == 0 {
-                self.per_source.remove(&client);
+                self.per_source.remove(&r.key.client);
             }
         }
     }

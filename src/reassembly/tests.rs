@@ -1,6 +1,54 @@
 use super::*;
 use crate::wire::{PixelFormat, Rect};
 
+/// A test body: records fragments; rejects a changed total_len or image
+/// geometry, as the pipeline's state does.
+#[derive(Debug, Default)]
+struct Log {
+    text: Vec<(u32, Vec<u8>)>,
+    total_len: Option<u32>,
+    geometry: Option<(u16, u16, PixelFormat)>,
+    held: usize,
+}
+
+impl Assembly for Log {
+    fn add(&mut self, f: &Fragment<'_>) -> Result<(), Reject> {
+        match f {
+            Fragment::Text { repr, bytes } => {
+                if *self.total_len.get_or_insert(repr.total_len) != repr.total_len {
+                    return Err(Reject::malformed("total_len differs between fragments"));
+                }
+                self.text.push((repr.offset, bytes.to_vec()));
+                self.held += bytes.len();
+            }
+            Fragment::Image { repr, .. } => {
+                let g = (repr.width, repr.height, repr.pixel_format);
+                if *self.geometry.get_or_insert(g) != g {
+                    return Err(Reject::malformed("geometry differs"));
+                }
+            }
+        }
+        Ok(())
+    }
+    fn held_bytes(&self) -> usize {
+        self.held
+    }
+}
+
+type R = Reassembler<Log>;
+
+fn acc(
+    r: &mut R,
+    k: Key,
+    h: &HeaderRepr,
+    p: usize,
+    len: usize,
+    f: Fragment<'_>,
+    now: Instant,
+) -> Result<Outcome<Log>, Reject> {
+    r.accept(k, h, p, len, f, now, |_| Ok(Log::default()))
+}
+
 fn key(port: u16, id: u64) -> Key {
     Key {
         client: SocketAddr::from(([127, 0, 0, 1], port)),
@@ -36,59 +84,48 @@ fn limits() -> Limits {
 #[test]
 fn completes_in_any_order_and_ignores_duplicates() {
     let t0 = Instant::now();
-    let mut r = Reassembler::new(&limits());
+    let mut r = R::new(&limits());
     let k = key(1, 1);
     assert!(matches!(
-        r.accept(k, &header(2, 3), 1, 40, text(4, 6, b"ef"), t0),
+        acc(&mut r, k, &header(2, 3), 1, 40, text(4, 6, b"ef"), t0),
         Ok(Outcome::Pending)
     ));
     assert!(r.is_duplicate(&k, 2));
     assert!(matches!(
-        r.accept(k, &header(2, 3), 1, 40, text(4, 6, b"zz"), t0),
+        acc(&mut r, k, &header(2, 3), 1, 40, text(4, 6, b"zz"), t0),
         Ok(Outcome::Duplicate)
     ));
     assert!(matches!(
-        r.accept(k, &header(0, 3), 1, 40, text(0, 6, b"ab"), t0),
+        acc(&mut r, k, &header(0, 3), 1, 40, text(0, 6, b"ab"), t0),
         Ok(Outcome::Pending)
     ));
     assert_eq!(r.in_flight(), (1, 80));
-    let done = match r.accept(k, &header(1, 3), 1, 40, text(2, 6, b"cd"), t0) {
+    let done = match acc(&mut r, k, &header(1, 3), 1, 40, text(2, 6, b"cd"), t0) {
         Ok(Outcome::Complete(req)) => req,
         other => panic!("{other:?}"),
     };
     // Still in flight until answered.
     assert_eq!(r.in_flight(), (1, 120));
     assert_eq!(r.reassembling(), 0);
-    r.finish(&done, t0);
+    r.finish(done.release(), t0);
     assert_eq!(r.in_flight(), (0, 0));
     assert!(r.is_answered(&k, t0));
-    match &done.body {
-        Body::Text(t) => {
-            let got: Vec<_> = t
-                .parts
-                .iter()
-                .map(|p| (p.offset, t.bytes(p).to_vec()))
-                .collect();
-            assert_eq!(
-                got,
-                vec![
-                    (4, b"ef".to_vec()),
-                    (0, b"ab".to_vec()),
-                    (2, b"cd".to_vec())
-                ]
-            );
-        }
-        _ => panic!(),
-    }
+    assert_eq!(
+        done.body.text,
+        vec![
+            (4, b"ef".to_vec()),
+            (0, b"ab".to_vec()),
+            (2, b"cd".to_vec())
+        ]
+    );
 }
 
 #[test]
 fn timeout_expires_and_remembers_key() {
     let t0 = Instant::now();
-    let mut r = Reassembler::new(&limits());
+    let mut r = R::new(&limits());
     let k = key(1, 7);
-    r.accept(k, &header(0, 2), 1, 40, text(0, 4, b"ab"), t0)
-        .unwrap();
+    acc(&mut r, k, &header(0, 2), 1, 40, text(0, 4, b"ab"), t0).unwrap();
     let mut out = Vec::new();
     r.expire(t0 + Duration::from_millis(99), &mut out);
     assert!(out.is_empty());
@@ -104,13 +141,13 @@ fn timeout_expires_and_remembers_key() {
 #[test]
 fn completed_request_does_not_expire() {
     let t0 = Instant::now();
-    let mut r = Reassembler::new(&limits());
+    let mut r = R::new(&limits());
     let k = key(1, 7);
-    let Ok(Outcome::Complete(req)) = r.accept(k, &header(0, 1), 1, 40, text(0, 2, b"ab"), t0)
+    let Ok(Outcome::Complete(req)) = acc(&mut r, k, &header(0, 1), 1, 40, text(0, 2, b"ab"), t0)
     else {
         panic!()
     };
-    r.finish(&req, t0);
+    r.finish(req.release(), t0);
     let mut out = Vec::new();
     r.expire(t0 + Duration::from_secs(1), &mut out);
     assert!(out.is_empty());
@@ -119,24 +156,19 @@ fn completed_request_does_not_expire() {
 #[test]
 fn inconsistent_fragments_are_malformed() {
     let t0 = Instant::now();
-    let mut r = Reassembler::new(&limits());
+    let mut r = R::new(&limits());
     let k = key(1, 1);
-    r.accept(k, &header(0, 3), 1, 40, text(0, 6, b"ab"), t0)
-        .unwrap();
+    acc(&mut r, k, &header(0, 3), 1, 40, text(0, 6, b"ab"), t0).unwrap();
     assert_eq!(
-        r.accept(k, &header(1, 3), 1, 40, text(2, 7, b"cd"), t0)
-            .unwrap_err(),
-        Reject::Malformed("total_len differs between fragments")
+        acc(&mut r, k, &header(1, 3), 1, 40, text(2, 7, b"cd"), t0).unwrap_err(),
+        Reject::malformed("total_len differs between fragments")
     );
     assert_eq!(r.in_flight(), (0, 0));
     assert!(r.is_answered(&k, t0));
 
     let k = key(1, 2);
-    r.accept(k, &header(0, 3), 1, 40, text(0, 6, b"ab"), t0)
-        .unwrap();
-    assert!(r
-        .accept(k, &header(1, 4), 1, 40, text(2, 6, b"cd"), t0)
-        .is_err());
+    acc(&mut r, k, &header(0, 3), 1, 40, text(0, 6, b"ab"), t0).unwrap();
+    assert!(acc(&mut r, k, &header(1, 4), 1, 40, text(2, 6, b"cd"), t0).is_err());
 
     let k = key(1, 3);
     let img = |w: u16, fmt| Fragment::Image {
@@ -157,17 +189,11 @@ fn inconsistent_fragments_are_malformed() {
         seq,
         count: 4,
     };
-    r.accept(k, &h(0), 0, 60, img(2, PixelFormat::Rgb8), t0)
-        .unwrap();
-    assert!(r
-        .accept(k, &h(1), 0, 60, img(3, PixelFormat::Rgb8), t0)
-        .is_err());
+    acc(&mut r, k, &h(0), 0, 60, img(2, PixelFormat::Rgb8), t0).unwrap();
+    assert!(acc(&mut r, k, &h(1), 0, 60, img(3, PixelFormat::Rgb8), t0).is_err());
     let k = key(1, 4);
-    r.accept(k, &h(0), 0, 60, img(2, PixelFormat::Rgb8), t0)
-        .unwrap();
-    assert!(r
-        .accept(k, &h(1), 0, 60, img(2, PixelFormat::Bgr8), t0)
-        .is_err());
+    acc(&mut r, k, &h(0), 0, 60, img(2, PixelFormat::Rgb8), t0).unwrap();
+    assert!(acc(&mut r, k, &h(1), 0, 60, img(2, PixelFormat::Bgr8), t0).is_err());
 }
 
 #[test]
@@ -178,19 +204,51 @@ fn limits_shed_new_requests() {
         max_requests_per_source: 10,
         ..limits()
     };
-    let mut r = Reassembler::new(&l);
-    r.accept(key(1, 1), &header(0, 2), 1, 40, text(0, 4, b"ab"), t0)
-        .unwrap();
-    r.accept(key(2, 1), &header(0, 2), 1, 40, text(0, 4, b"ab"), t0)
-        .unwrap();
+    let mut r = R::new(&l);
+    acc(
+        &mut r,
+        key(1, 1),
+        &header(0, 2),
+        1,
+        40,
+        text(0, 4, b"ab"),
+        t0,
+    )
+    .unwrap();
+    acc(
+        &mut r,
+        key(2, 1),
+        &header(0, 2),
+        1,
+        40,
+        text(0, 4, b"ab"),
+        t0,
+    )
+    .unwrap();
     assert_eq!(
-        r.accept(key(3, 1), &header(0, 2), 1, 40, text(0, 4, b"ab"), t0)
-            .unwrap_err(),
-        Reject::Overloaded("max_requests_in_flight reached")
+        acc(
+            &mut r,
+            key(3, 1),
+            &header(0, 2),
+            1,
+            40,
+            text(0, 4, b"ab"),
+            t0
+        )
+        .unwrap_err(),
+        Reject::overloaded("max_requests_in_flight reached")
     );
     // Fragments of requests in flight still go in.
     assert!(matches!(
-        r.accept(key(1, 1), &header(1, 2), 1, 40, text(2, 4, b"cd"), t0),
+        acc(
+            &mut r,
+            key(1, 1),
+            &header(1, 2),
+            1,
+            40,
+            text(2, 4, b"cd"),
+            t0
+        ),
         Ok(Outcome::Complete(_))
     ));
 
@@ -198,19 +256,46 @@ fn limits_shed_new_requests() {
         max_bytes_in_flight: 100,
         ..limits()
     };
-    let mut r = Reassembler::new(&l);
-    r.accept(key(1, 1), &header(0, 3), 1, 60, text(0, 6, b"ab"), t0)
-        .unwrap();
+    let mut r = R::new(&l);
+    acc(
+        &mut r,
+        key(1, 1),
+        &header(0, 3),
+        1,
+        60,
+        text(0, 6, b"ab"),
+        t0,
+    )
+    .unwrap();
     assert_eq!(
-        r.accept(key(2, 1), &header(0, 3), 1, 60, text(0, 6, b"ab"), t0)
-            .unwrap_err(),
-        Reject::Overloaded("max_bytes_in_flight reached")
+        acc(
+            &mut r,
+            key(2, 1),
+            &header(0, 3),
+            1,
+            60,
+            text(0, 6, b"ab"),
+            t0
+        )
+        .unwrap_err(),
+        Reject::overloaded("max_bytes_in_flight reached")
     );
     // A request that grows past the byte limit is shed too.
     assert!(matches!(
-        r.accept(key(1, 1), &header(1, 3), 1, 60, text(2, 6, b"cd"), t0)
-            .unwrap_err(),
-        Reject::Overloaded(_)
+        acc(
+            &mut r,
+            key(1, 1),
+            &header(1, 3),
+            1,
+            60,
+            text(2, 6, b"cd"),
+            t0
+        )
+        .unwrap_err(),
+        Reject {
+            code: ErrorCode::Overloaded,
+            ..
+        }
     ));
     assert_eq!(r.in_flight(), (0, 0));
 
@@ -218,16 +303,40 @@ fn limits_shed_new_requests() {
         max_requests_per_source: 1,
         ..limits()
     };
-    let mut r = Reassembler::new(&l);
-    r.accept(key(1, 1), &header(0, 2), 1, 40, text(0, 4, b"ab"), t0)
-        .unwrap();
+    let mut r = R::new(&l);
+    acc(
+        &mut r,
+        key(1, 1),
+        &header(0, 2),
+        1,
+        40,
+        text(0, 4, b"ab"),
+        t0,
+    )
+    .unwrap();
     assert_eq!(
-        r.accept(key(1, 2), &header(0, 2), 1, 40, text(0, 4, b"ab"), t0)
-            .unwrap_err(),
-        Reject::Overloaded("max_requests_per_source reached")
+        acc(
+            &mut r,
+            key(1, 2),
+            &header(0, 2),
+            1,
+            40,
+            text(0, 4, b"ab"),
+            t0
+        )
+        .unwrap_err(),
+        Reject::overloaded("max_requests_per_source reached")
     );
-    r.accept(key(2, 2), &header(0, 2), 1, 40, text(0, 4, b"ab"), t0)
-        .unwrap();
+    acc(
+        &mut r,
+        key(2, 2),
+        &header(0, 2),
+        1,
+        40,
+        text(0, 4, b"ab"),
+        t0,
+    )
+    .unwrap();
 }
 
 #[test]

@@ -9,6 +9,7 @@ pub mod lut;
 pub mod normalize;
 pub mod reference;
 pub mod resize;
+pub mod stream;
 pub mod tensor;
 pub mod text;
 
