@@ -293,10 +293,11 @@ pub fn resize_region(
     let rows = need.h as usize;
     scratch.clear();
     scratch.resize(rows * row_len, 0);
+    let mut planes = Vec::new();
     for (r, drow) in scratch.chunks_exact_mut(row_len).enumerate() {
         let sy = (need.y + r as u32 - src.rect.y) as usize;
         let srow = &src.data[sy * src_stride..(sy + 1) * src_stride];
-        horizontal_row(plan, srow, src.rect.x, ch, out_rect.x, drow);
+        horizontal_row(plan, srow, src.rect.x, ch, out_rect.x, drow, &mut planes);
     }
     // Vertical pass.
     let scratch = &scratch[..];
@@ -314,7 +315,9 @@ pub fn resize_region(
 /// The horizontal pass of one source row: output columns starting at
 /// `out_x0`, as many as `dst` holds (`dst.len() / ch`). `row` holds source
 /// columns from `row_x` on and must cover their windows. Pillow stores
-/// the pass rounded to uint8; OpenCV keeps the integer sums.
+/// the pass rounded to uint8; OpenCV keeps the integer sums. `planes` is
+/// reused scratch. Runs an AVX2 build of the same code when the CPU has
+/// it (integer arithmetic: both builds give identical results).
 pub fn horizontal_row(
     plan: &ResizePlan,
     row: &[u8],
@@ -322,34 +325,81 @@ pub fn horizontal_row(
     ch: usize,
     out_x0: u32,
     dst: &mut [i32],
+    planes: &mut Vec<i32>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2.
+        return unsafe { horizontal_row_avx2(plan, row, row_x, ch, out_x0, dst, planes) };
+    }
+    horizontal_row_any(plan, row, row_x, ch, out_x0, dst, planes)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn horizontal_row_avx2(
+    plan: &ResizePlan,
+    row: &[u8],
+    row_x: u32,
+    ch: usize,
+    out_x0: u32,
+    dst: &mut [i32],
+    planes: &mut Vec<i32>,
+) {
+    horizontal_row_any(plan, row, row_x, ch, out_x0, dst, planes)
+}
+
+#[inline(always)]
+fn horizontal_row_any(
+    plan: &ResizePlan,
+    row: &[u8],
+    row_x: u32,
+    ch: usize,
+    out_x0: u32,
+    dst: &mut [i32],
+    planes: &mut Vec<i32>,
 ) {
     match ch {
-        1 => hpass::<1>(plan, row, row_x, out_x0, dst),
-        3 => hpass::<3>(plan, row, row_x, out_x0, dst),
-        4 => hpass::<4>(plan, row, row_x, out_x0, dst),
+        1 => hpass::<1>(plan, row, row_x, out_x0, dst, planes),
+        3 => hpass::<3>(plan, row, row_x, out_x0, dst, planes),
+        4 => hpass::<4>(plan, row, row_x, out_x0, dst, planes),
         _ => unreachable!("pixel formats have 1, 3 or 4 channels"),
     }
 }
 
-fn hpass<const CH: usize>(plan: &ResizePlan, row: &[u8], row_x: u32, out_x0: u32, dst: &mut [i32]) {
-    let pillow = plan.mode == Resampling::Antialias;
-    let init = if pillow { 1 << (PILLOW_BITS - 1) } else { 0 };
-    for (i, px) in dst.chunks_exact_mut(CH).enumerate() {
-        let (taps, weights) = plan.x.taps(out_x0 as usize + i);
-        let first = (taps[0] - row_x) as usize * CH;
-        let mut acc = [init; CH];
-        if pillow {
-            // Pillow's taps are contiguous.
-            let src = &row[first..first + taps.len() * CH];
-            for (s, &w) in src.chunks_exact(CH).zip(weights) {
-                for c in 0..CH {
-                    acc[c] += s[c] as i32 * w;
-                }
-            }
+#[inline(always)]
+fn hpass<const CH: usize>(
+    plan: &ResizePlan,
+    row: &[u8],
+    row_x: u32,
+    out_x0: u32,
+    dst: &mut [i32],
+    planes: &mut Vec<i32>,
+) {
+    if plan.mode == Resampling::Antialias {
+        // Channel planes make each tap sum a contiguous dot product, which
+        // the compiler vectorizes.
+        let n_in = row.len() / CH;
+        planes.clear();
+        planes.resize(n_in * CH, 0);
+        for (i, px) in row.chunks_exact(CH).enumerate() {
             for c in 0..CH {
-                px[c] = clip8_pillow(acc[c]) as i32;
+                planes[c * n_in + i] = px[c] as i32;
             }
-        } else {
+        }
+        for (i, px) in dst.chunks_exact_mut(CH).enumerate() {
+            let (taps, weights) = plan.x.taps(out_x0 as usize + i);
+            let first = (taps[0] - row_x) as usize;
+            for c in 0..CH {
+                let p = &planes[c * n_in + first..][..weights.len()];
+                let sum: i32 = p.iter().zip(weights).map(|(a, b)| a * b).sum();
+                px[c] = clip8_pillow((1 << (PILLOW_BITS - 1)) + sum) as i32;
+            }
+        }
+    } else {
+        for (i, px) in dst.chunks_exact_mut(CH).enumerate() {
+            let (taps, weights) = plan.x.taps(out_x0 as usize + i);
+            let first = (taps[0] - row_x) as usize * CH;
             let second = (taps[1] - row_x) as usize * CH;
             for c in 0..CH {
                 px[c] = row[first + c] as i32 * weights[0] + row[second + c] as i32 * weights[1];
@@ -361,6 +411,32 @@ fn hpass<const CH: usize>(plan: &ResizePlan, row: &[u8], row_x: u32, out_x0: u32
 /// The vertical pass of output row `oy`: `hrow(y)` is the horizontal
 /// pass of source row `y` (every row of the window), `dst` the output row.
 pub fn vertical_row<'a>(
+    plan: &ResizePlan,
+    oy: u32,
+    hrow: impl Fn(u32) -> &'a [i32],
+    dst: &mut [u8],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2.
+        return unsafe { vertical_row_avx2(plan, oy, hrow, dst) };
+    }
+    vertical_row_any(plan, oy, hrow, dst)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn vertical_row_avx2<'a>(
+    plan: &ResizePlan,
+    oy: u32,
+    hrow: impl Fn(u32) -> &'a [i32],
+    dst: &mut [u8],
+) {
+    vertical_row_any(plan, oy, hrow, dst)
+}
+
+#[inline(always)]
+fn vertical_row_any<'a>(
     plan: &ResizePlan,
     oy: u32,
     hrow: impl Fn(u32) -> &'a [i32],
@@ -398,14 +474,14 @@ pub fn vertical_row<'a>(
 }
 
 /// Pillow's `clip8`: the accumulator's top bits, clamped to uint8.
-#[inline]
+#[inline(always)]
 fn clip8_pillow(acc: i32) -> u8 {
     (acc >> PILLOW_BITS).clamp(0, 255) as u8
 }
 
 /// OpenCV's vectorized vertical pass (`VResizeLinearVec_32s8u`):
 /// 16-bit multiply-high of the pre-shifted sums, then a rounding shift.
-#[inline]
+#[inline(always)]
 fn opencv_vertical(ha: i32, hb: i32, b0: i32, b1: i32) -> u8 {
     let v = ((((ha >> 4) * b0) >> 16) + (((hb >> 4) * b1) >> 16) + 2) >> 2;
     v.clamp(0, 255) as u8

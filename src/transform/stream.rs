@@ -21,8 +21,9 @@ pub struct RowError(pub String);
 #[derive(Debug)]
 struct PartialRow {
     data: Vec<u8>,
-    /// One bit per pixel.
-    mask: Vec<u64>,
+    /// Column intervals [start, end) received: a row comes in a few
+    /// segments, so overlap checks are per segment, not per pixel.
+    spans: Vec<(u32, u32)>,
     filled: u32,
 }
 
@@ -45,6 +46,8 @@ pub struct RowStream {
     /// Horizontal pass of complete, still-needed source rows (sparse).
     hrows: HashMap<u32, Vec<i32>>,
     pool: Vec<Vec<i32>>,
+    row_pool: Vec<Vec<u8>>,
+    planes: Vec<i32>,
     next_out: u32,
     out_row: Vec<u8>,
     tensor: Vec<u8>,
@@ -83,6 +86,8 @@ impl RowStream {
             partial: HashMap::new(),
             hrows: HashMap::new(),
             pool: Vec::new(),
+            row_pool: Vec::new(),
+            planes: Vec::new(),
             next_out: 0,
             out_row,
             tensor,
@@ -118,27 +123,34 @@ impl RowStream {
     fn add_segment(&mut self, y: u32, x: u32, w: u32, seg: &[u8]) -> Result<(), RowError> {
         let ch = self.format.channels();
         let width = self.width as usize;
+        let row_bytes = width * ch;
+        let pool = &mut self.row_pool;
+        let held = &mut self.held;
         let p = self.partial.entry(y).or_insert_with(|| {
-            self.held += width * ch + width.div_ceil(64) * 8;
+            *held += row_bytes;
+            let mut data = pool.pop().unwrap_or_default();
+            data.resize(row_bytes, 0);
             PartialRow {
-                data: vec![0; width * ch],
-                mask: vec![0; width.div_ceil(64)],
+                data,
+                spans: Vec::new(),
                 filled: 0,
             }
         });
-        for i in x as usize..(x + w) as usize {
-            if p.mask[i / 64] & (1 << (i % 64)) != 0 {
-                return Err(RowError(format!("pixel ({i}, {y}) is covered twice")));
-            }
-            p.mask[i / 64] |= 1 << (i % 64);
+        let end = x + w;
+        if p.spans.iter().any(|&(a, b)| x < b && a < end) {
+            return Err(RowError(format!(
+                "pixels {x}..{end} of row {y} are covered twice"
+            )));
         }
-        p.data[x as usize * ch..(x + w) as usize * ch].copy_from_slice(seg);
+        p.spans.push((x, end));
+        p.data[x as usize * ch..end as usize * ch].copy_from_slice(seg);
         p.filled += w;
         self.peak = self.peak.max(self.held);
         if p.filled == self.width {
             let p = self.partial.remove(&y).expect("present");
-            self.held -= width * ch + width.div_ceil(64) * 8;
+            self.held -= row_bytes;
             self.row_complete(y, &p.data);
+            self.row_pool.push(p.data);
         }
         Ok(())
     }
@@ -151,7 +163,7 @@ impl RowStream {
             let mut h = self.pool.pop().unwrap_or_default();
             h.clear();
             h.resize(n, 0);
-            horizontal_row(&self.resize, row, 0, ch, 0, &mut h);
+            horizontal_row(&self.resize, row, 0, ch, 0, &mut h, &mut self.planes);
             self.held += n * 4;
             self.peak = self.peak.max(self.held);
             self.hrows.insert(y, h);
