@@ -234,10 +234,6 @@ fn antialias_bit_exact_with_pillow() {
 }
 
 #[test]
-#[ignore = "emulation bug: OpenCV's vertical INTER_LINEAR table keeps the raw \
-            fraction at the top/bottom border (row indices clamped, fraction not \
-            zeroed); resize.rs zeroes it, so upscales differ by 1 in the first/last \
-            rows (camera 1000x700: 184 of 700000)"]
 fn linear_bit_exact_with_opencv() {
     check_bit_exact(Resampling::Linear);
 }

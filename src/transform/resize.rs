@@ -50,17 +50,31 @@ pub struct AxisCoeffs {
     taps: Vec<u32>,
     /// Integer weight of each tap.
     weights: Vec<i32>,
+    /// Pillow only: each weight repeated 4 times (one per RGBX lane), for
+    /// the AVX2 horizontal pass.
+    weights4: Vec<i32>,
     /// The spec's input window [lo, hi) of each output index, zero-weight
     /// taps included.
     windows: Vec<(u32, u32)>,
 }
 
 impl AxisCoeffs {
+    /// The horizontal axis (or any axis of Pillow).
     pub fn new(mode: Resampling, in_size: u32, out_size: u32) -> AxisCoeffs {
+        Self::for_axis(mode, in_size, out_size, false)
+    }
+
+    /// The vertical axis: OpenCV builds it differently at the borders
+    /// (see [`opencv_vertical_tap`]).
+    pub fn new_vertical(mode: Resampling, in_size: u32, out_size: u32) -> AxisCoeffs {
+        Self::for_axis(mode, in_size, out_size, true)
+    }
+
+    fn for_axis(mode: Resampling, in_size: u32, out_size: u32, vertical: bool) -> AxisCoeffs {
         assert!(in_size > 0 && out_size > 0, "axis sizes are >= 1");
         match mode {
             Resampling::Antialias => Self::pillow(in_size, out_size),
-            Resampling::Linear => Self::opencv(in_size, out_size),
+            Resampling::Linear => Self::opencv(in_size, out_size, vertical),
         }
     }
 
@@ -78,6 +92,7 @@ impl AxisCoeffs {
             lens: vec![0; n],
             taps: vec![0; n * ksize],
             weights: vec![0; n * ksize],
+            weights4: Vec::new(),
             windows: vec![(0, 0); n],
         };
         let ss = 1.0 / filterscale;
@@ -109,13 +124,14 @@ impl AxisCoeffs {
                 c.weights[o * ksize + x] = iw;
             }
         }
+        c.weights4 = c.weights.iter().flat_map(|&w| [w; 4]).collect();
         c
     }
 
     /// OpenCV's INTER_LINEAR coefficient table (`resize()` in
     /// imgproc/resize.cpp): float32 source coordinate, 11-bit weights
     /// rounded half to even, border taps clamped.
-    fn opencv(in_size: u32, out_size: u32) -> AxisCoeffs {
+    fn opencv(in_size: u32, out_size: u32, vertical: bool) -> AxisCoeffs {
         let n = out_size as usize;
         let mut c = AxisCoeffs {
             in_size,
@@ -124,17 +140,24 @@ impl AxisCoeffs {
             lens: vec![2; n],
             taps: vec![0; n * 2],
             weights: vec![0; n * 2],
+            weights4: Vec::new(),
             windows: vec![(0, 0); n],
         };
         let last = in_size - 1;
         for o in 0..n {
             let (i0, f) = opencv_tap(in_size, out_size, o as u32);
             let i1 = (i0 + 1).min(last);
-            c.taps[o * 2] = i0;
-            c.taps[o * 2 + 1] = i1;
+            // The spec's window, on both axes (the vertical taps lie in it).
+            c.windows[o] = (i0, i1 + 1);
+            let (t0, t1, f) = if vertical {
+                opencv_vertical_tap(in_size, out_size, o as u32)
+            } else {
+                (i0, i1, f)
+            };
+            c.taps[o * 2] = t0;
+            c.taps[o * 2 + 1] = t1;
             c.weights[o * 2] = ((1.0 - f) * CV_COEF_SCALE).round_ties_even() as i32;
             c.weights[o * 2 + 1] = (f * CV_COEF_SCALE).round_ties_even() as i32;
-            c.windows[o] = (i0, i1 + 1);
         }
         c
     }
@@ -195,6 +218,22 @@ fn opencv_tap(in_size: u32, out_size: u32, o: u32) -> (u32, f32) {
     (sx as u32, f)
 }
 
+/// OpenCV's vertical taps for output row `o`: unlike the horizontal table,
+/// `resize()` keeps `sy = floor(fy)` and the raw fraction for every row
+/// (no border clamping), and `resizeGeneric_Invoker` clamps the two row
+/// indices to [0, in - 1]. At the top (sy = -1) both taps read row 0 with
+/// weights (1 - f, f), at the bottom (sy = in - 1) both read row in - 1:
+/// the same real value as (1, 0), but the vectorized vertical rounding
+/// truncates each product separately, so the uint8 can differ by 1.
+fn opencv_vertical_tap(in_size: u32, out_size: u32, o: u32) -> (u32, u32, f32) {
+    let scale = 1.0 / (out_size as f64 / in_size as f64);
+    let last = in_size as i64 - 1;
+    let fy = ((o as f64 + 0.5) * scale - 0.5) as f32;
+    let sy = fy.floor() as i64;
+    let f = fy - sy as f32;
+    (sy.clamp(0, last) as u32, (sy + 1).clamp(0, last) as u32, f)
+}
+
 /// Both axes of one (source size, output size, mode).
 #[derive(Debug, Clone)]
 pub struct ResizePlan {
@@ -208,7 +247,7 @@ impl ResizePlan {
         ResizePlan {
             mode,
             x: AxisCoeffs::new(mode, in_w, out_w),
-            y: AxisCoeffs::new(mode, in_h, out_h),
+            y: AxisCoeffs::new_vertical(mode, in_h, out_h),
         }
     }
 
@@ -329,10 +368,93 @@ pub fn horizontal_row(
 ) {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
+        if plan.mode == Resampling::Antialias && ch >= 3 {
+            // SAFETY: the CPU supports AVX2.
+            return unsafe { avx2::pillow_rgbx(plan, row, row_x, ch, out_x0, dst, planes) };
+        }
         // SAFETY: the CPU supports AVX2.
         return unsafe { horizontal_row_avx2(plan, row, row_x, ch, out_x0, dst, planes) };
     }
     horizontal_row_any(plan, row, row_x, ch, out_x0, dst, planes)
+}
+
+/// Hand-written AVX2 for Pillow's horizontal pass on 3- and 4-channel
+/// rows (Pillow-SIMD's layout): pixels widened to RGBX i32 lanes, two taps
+/// per 256-bit multiply, exact 32-bit integer arithmetic.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{clip8_pillow, ResizePlan, PILLOW_BITS};
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn pillow_rgbx(
+        plan: &ResizePlan,
+        row: &[u8],
+        row_x: u32,
+        ch: usize,
+        out_x0: u32,
+        dst: &mut [i32],
+        scratch: &mut Vec<i32>,
+    ) {
+        // RGB rows are copied to RGBX once so every pixel is one 32-bit load.
+        let rgbx: &[u8] = if ch == 4 {
+            row
+        } else {
+            let n = row.len() / 3;
+            scratch.clear();
+            scratch.resize(n, 0);
+            for (d, p) in scratch.iter_mut().zip(row.chunks_exact(3)) {
+                *d = i32::from_le_bytes([p[0], p[1], p[2], 0]);
+            }
+            // SAFETY: i32 slice reinterpreted as bytes (no padding, any
+            // alignment is fine for u8).
+            unsafe { std::slice::from_raw_parts(scratch.as_ptr() as *const u8, n * 4) }
+        };
+        let x = &plan.x;
+        let init = _mm_set1_epi32(1 << (PILLOW_BITS - 1));
+        for (i, out) in dst.chunks_exact_mut(ch).enumerate() {
+            let o = out_x0 as usize + i;
+            let (taps, _) = x.taps(o);
+            let n = taps.len();
+            let w4 = &x.weights4[o * x.ksize * 4..(o * x.ksize + n) * 4];
+            let base = (taps[0] - row_x) as usize * 4;
+            let px = &rgbx[base..base + n * 4];
+            // SAFETY: every load below reads inside `px` / `w4` (bounds
+            // from the slices just taken).
+            unsafe {
+                let mut acc = _mm256_setzero_si256();
+                let mut k = 0;
+                while k + 2 <= n {
+                    let p = _mm_loadl_epi64(px.as_ptr().add(k * 4) as *const __m128i);
+                    let v = _mm256_cvtepu8_epi32(p);
+                    let w = _mm256_loadu_si256(w4.as_ptr().add(k * 4) as *const __m256i);
+                    acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(v, w));
+                    k += 2;
+                }
+                let mut s = _mm_add_epi32(
+                    _mm256_castsi256_si128(acc),
+                    _mm256_extracti128_si256(acc, 1),
+                );
+                if k < n {
+                    let p = _mm_cvtsi32_si128(i32::from_le_bytes([
+                        px[k * 4],
+                        px[k * 4 + 1],
+                        px[k * 4 + 2],
+                        px[k * 4 + 3],
+                    ]));
+                    let v = _mm_cvtepu8_epi32(p);
+                    let w = _mm_loadu_si128(w4.as_ptr().add(k * 4) as *const __m128i);
+                    s = _mm_add_epi32(s, _mm_mullo_epi32(v, w));
+                }
+                s = _mm_add_epi32(s, init);
+                let mut lanes = [0i32; 4];
+                _mm_storeu_si128(lanes.as_mut_ptr() as *mut __m128i, s);
+                for c in 0..ch {
+                    out[c] = clip8_pillow(lanes[c]) as i32;
+                }
+            }
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
