@@ -403,7 +403,23 @@ mod avx2 {
             let n = row.len() / 3;
             scratch.clear();
             scratch.resize(n, 0);
-            for (d, p) in scratch.iter_mut().zip(row.chunks_exact(3)) {
+            // Four pixels per shuffle: 12 RGB bytes -> 16 RGBX bytes.
+            let spread = _mm_setr_epi8(0, 1, 2, -1, 3, 4, 5, -1, 6, 7, 8, -1, 9, 10, 11, -1);
+            let mut i = 0;
+            // A 16-byte load reads 4 bytes past the 4 pixels: stop early.
+            while (i + 4) * 3 + 4 <= row.len() {
+                // SAFETY: reads row[i*3 .. i*3+16] (checked above), writes
+                // scratch[i .. i+4] (i + 4 <= n since 3(i+4) <= len).
+                unsafe {
+                    let v = _mm_loadu_si128(row.as_ptr().add(i * 3) as *const __m128i);
+                    _mm_storeu_si128(
+                        scratch.as_mut_ptr().add(i) as *mut __m128i,
+                        _mm_shuffle_epi8(v, spread),
+                    );
+                }
+                i += 4;
+            }
+            for (d, p) in scratch[i..].iter_mut().zip(row[i * 3..].chunks_exact(3)) {
                 *d = i32::from_le_bytes([p[0], p[1], p[2], 0]);
             }
             // SAFETY: i32 slice reinterpreted as bytes (no padding, any
