@@ -284,6 +284,7 @@ mod tests {
         let peak = s.peak_bytes();
         assert_eq!(s.finish().unwrap(), want);
         let tensor = 3 * 224 * 224 * 4;
+        println!("1920x1080 rows in order: peak {} B held = tensor {tensor} B + {} B window (the image is {} B)", peak, peak - tensor, w * h * 3);
         // A 1080-row source: a window of ~11 horizontal rows of 224x3 i32.
         assert!(
             peak - tensor < 64 * 1024,
