@@ -4,6 +4,7 @@
 //! serve the same proxy core.
 
 pub mod udp;
+pub mod xdp;
 
 use std::net::SocketAddr;
 use std::time::Instant;
