@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what building and testing tensorwire needs on Debian/Ubuntu:
 # clang/llvm (the XDP program), libbpf/libelf/zlib headers, m4, pkg-config,
-# iproute2 (network-namespace tests). Does nothing when all are present.
+# iproute2 and iputils-ping (network-namespace tests). Does nothing when all
+# are present.
 set -euo pipefail
 
-packages=(clang llvm libbpf-dev libelf-dev zlib1g-dev m4 pkg-config iproute2)
+packages=(clang llvm libbpf-dev libelf-dev zlib1g-dev m4 pkg-config iproute2 iputils-ping)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -2,3 +2,4 @@
 //! AF_XDP socket per RX queue; everything else goes to the kernel stack.
 
 pub mod frame;
+pub mod loader;
