@@ -63,6 +63,7 @@ pub struct IngressConfig {
     pub recv_batch: usize,
     pub socket_buffer_bytes: usize,
     pub tx_queue_datagrams: usize,
+    pub xdp: crate::ingress::xdp::worker::XdpConfig,
 }
 
 impl Default for IngressConfig {
@@ -75,6 +76,7 @@ impl Default for IngressConfig {
             recv_batch: 64,
             socket_buffer_bytes: 8 << 20,
             tx_queue_datagrams: 65536,
+            xdp: Default::default(),
         }
     }
 }

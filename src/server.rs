@@ -78,3 +78,93 @@ pub fn serve_udp(config: &Config, shutdown: &AtomicBool) -> anyhow::Result<(Stat
     })?;
     Ok((proxy.stats(), ingress.stats.clone()))
 }
+
+/// The proxy behind the AF_XDP ingress: the steering program attached to
+/// `config.ingress.interface` and one worker thread (with its own proxy
+/// core) per RX queue. Must be created and stopped on the same thread,
+/// which must be in the interface's network namespace.
+pub struct XdpProxy {
+    program: crate::ingress::xdp::loader::SteeringProgram,
+    shutdown: Arc<AtomicBool>,
+    workers: Vec<JoinHandle<io::Result<(Stats, crate::ingress::xdp::worker::XdpWorkerStats)>>>,
+}
+
+impl XdpProxy {
+    /// Attaches and starts serving; `queues` = 0 means every RX queue.
+    pub fn start(config: &Config, queues: u32) -> anyhow::Result<XdpProxy> {
+        use crate::ingress::xdp::{loader::SteeringProgram, worker};
+        let ifname = &config.ingress.interface;
+        anyhow::ensure!(
+            !ifname.is_empty(),
+            "ingress.interface is empty: AF_XDP needs an interface"
+        );
+        let pipelines = crate::pipeline::Pipelines::build(config)?;
+        let xdp = &config.ingress.xdp;
+        let program =
+            SteeringProgram::attach(ifname, config.ingress.listen.port(), &xdp.allowlist)?;
+        let queues = if queues == 0 {
+            worker::rx_queues(ifname)
+        } else {
+            queues
+        };
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let mut workers = Vec::new();
+        for q in 0..queues {
+            let mut queue = worker::XdpQueue::bind(ifname, q, &program, xdp)?;
+            let mut proxy = Proxy::new(config.clone(), pipelines.clone());
+            let flag = shutdown.clone();
+            let cores = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1);
+            workers.push(
+                std::thread::Builder::new()
+                    .name(format!("tensorwire-xdp-q{q}"))
+                    .spawn(move || {
+                        if cores > 1 {
+                            pin_to_core(q as usize % cores);
+                        }
+                        queue.run(&mut proxy, &flag)?;
+                        Ok((proxy.stats(), queue.stats.clone()))
+                    })?,
+            );
+        }
+        tracing::info!(
+            ifname,
+            queues,
+            xdp_mode = program.mode,
+            port = config.ingress.listen.port(),
+            "tensorwire serving over AF_XDP"
+        );
+        Ok(XdpProxy {
+            program,
+            shutdown,
+            workers,
+        })
+    }
+
+    pub fn counters(&self) -> anyhow::Result<crate::ingress::xdp::loader::XdpCounters> {
+        Ok(self.program.counters()?)
+    }
+
+    /// Stops the workers and detaches the program.
+    pub fn stop(self) -> anyhow::Result<Vec<(Stats, crate::ingress::xdp::worker::XdpWorkerStats)>> {
+        self.shutdown.store(true, Ordering::Relaxed);
+        let mut out = Vec::new();
+        for w in self.workers {
+            out.push(
+                w.join()
+                    .map_err(|_| anyhow::anyhow!("XDP worker panicked"))??,
+            );
+        }
+        Ok(out)
+    }
+}
+
+fn pin_to_core(core: usize) {
+    // SAFETY: a zeroed cpu_set_t with one bit set, for this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}

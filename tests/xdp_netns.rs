@@ -74,3 +74,153 @@ fn program_attaches_passes_other_traffic_and_detaches_on_drop() {
     assert_eq!(c.steered, 0);
     assert!(!net.xdp_attached());
 }
+
+use std::sync::mpsc;
+use tensorwire::client::{load_image, Client, Faults, OutputGeometry};
+use tensorwire::config::Config;
+use tensorwire::pipeline::{Pipelines, Plan};
+use tensorwire::server::XdpProxy;
+use tensorwire::transform::reference;
+
+fn testdata(p: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(p)
+}
+
+/// Starts an XDP proxy in the proxy namespace; returns a stop handle
+/// that yields (per-worker stats, program counters).
+#[allow(clippy::type_complexity)]
+fn start_proxy(
+    net: &Netns,
+    queues: u32,
+    allowlist: Vec<String>,
+) -> (
+    mpsc::Sender<()>,
+    std::thread::JoinHandle<(
+        Vec<(
+            tensorwire::proxy::Stats,
+            tensorwire::ingress::xdp::worker::XdpWorkerStats,
+        )>,
+        tensorwire::ingress::xdp::loader::XdpCounters,
+    )>,
+) {
+    let mut cfg = Config::builtin();
+    cfg.ingress.interface = net.proxy_if.clone();
+    cfg.ingress.listen = "0.0.0.0:7878".parse().unwrap();
+    cfg.ingress.xdp.allowlist = allowlist;
+    cfg.ingress.xdp.frames = 4096;
+    cfg.ingress.xdp.ring_size = 1024;
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let h = Netns::run_in(&net.proxy_ns, move || {
+        let p = XdpProxy::start(&cfg, queues).expect("start XDP proxy");
+        ready_tx.send(()).unwrap();
+        stop_rx.recv().ok();
+        let counters = p.counters().unwrap();
+        (p.stop().unwrap(), counters)
+    });
+    ready_rx.recv().expect("proxy started");
+    (stop_tx, h)
+}
+
+#[test]
+fn image_and_text_over_af_xdp_equal_the_socket_path() {
+    let Some(net) = Netns::new(1) else { return };
+    let (stop, proxy) = start_proxy(&net, 1, vec![]);
+    let server: std::net::SocketAddr = format!("{}:7878", net.proxy_ip).parse().unwrap();
+    let server6: std::net::SocketAddr = format!("[{}]:7878", net.proxy_ip6).parse().unwrap();
+    let client = Netns::run_in(&net.client_ns, move || {
+        let cfg = Config::builtin();
+        let pipelines = Pipelines::build(&cfg).unwrap();
+        let (Plan::Image(img_plan), Plan::Text(txt_plan)) =
+            (pipelines.get(0).plan.clone(), pipelines.get(1).plan.clone())
+        else {
+            unreachable!()
+        };
+        let mut c = Client::connect(server).unwrap();
+        let d = c.describe().expect("DESCRIBE over AF_XDP");
+        assert_eq!(d["protocol"], 1);
+        let img = load_image(&testdata("images/chelsea.png"), None).unwrap();
+        let want = img_plan.run_whole(&img.data, img.width, img.height, img.format);
+        let faults = Faults {
+            reorder: true,
+            dup: 0.1,
+            seed: 3,
+            ..Faults::default()
+        };
+        for tiles in [
+            None,
+            Some(OutputGeometry {
+                width: 224,
+                height: 224,
+                antialias: true,
+            }),
+        ] {
+            let t = c
+                .send_image(1, &img, tiles, 1472, &faults)
+                .unwrap()
+                .tensors()
+                .unwrap();
+            assert!(
+                t[0].data == want,
+                "image tensor over AF_XDP (tiles={})",
+                tiles.is_some()
+            );
+        }
+        let text = std::fs::read(testdata("text/apache-2.0.txt")).unwrap();
+        let t = c
+            .send_text(2, &text, 64, 1472, &faults)
+            .unwrap()
+            .tensors()
+            .unwrap();
+        assert_eq!(
+            t,
+            reference::whole_text_tensors(&txt_plan, std::str::from_utf8(&text).unwrap()).unwrap()
+        );
+        // IPv6 (UDP checksum mandatory).
+        let mut c6 = Client::connect(server6).unwrap();
+        let t = c6
+            .send_text(2, b"Hello world", 0, 1452, &Faults::default())
+            .unwrap()
+            .tensors()
+            .unwrap();
+        assert_eq!(t[0].data.len(), 4 * 8);
+    });
+    let result = client.join();
+    stop.send(()).unwrap();
+    let (workers, counters) = proxy.join().unwrap();
+    eprintln!(
+        "XDP counters {counters:?}; workers {:?}",
+        workers.iter().map(|w| &w.1).collect::<Vec<_>>()
+    );
+    result.expect("client checks");
+    let completed: u64 = workers.iter().map(|(s, _)| s.requests_completed).sum();
+    assert_eq!(
+        completed, 4,
+        "2 images + 2 texts answered by the AF_XDP workers"
+    );
+    assert!(counters.steered > 0, "{counters:?}");
+    assert!(!net.xdp_attached());
+}
+
+#[test]
+fn sources_outside_the_allowlist_get_nothing() {
+    let Some(net) = Netns::new(1) else { return };
+    // Only some other host is allowed.
+    let (stop, proxy) = start_proxy(&net, 1, vec!["10.255.255.1/32".into()]);
+    let server: std::net::SocketAddr = format!("{}:7878", net.proxy_ip).parse().unwrap();
+    let client = Netns::run_in(&net.client_ns, move || {
+        let mut c = Client::connect(server).unwrap();
+        c.timeout = std::time::Duration::from_millis(500);
+        c.describe().is_err()
+    });
+    let got_nothing = client.join().unwrap();
+    stop.send(()).unwrap();
+    let (_, counters) = proxy.join().unwrap();
+    assert!(
+        got_nothing,
+        "a source outside the allowlist must get no answer"
+    );
+    assert!(counters.dropped_allowlist >= 1, "{counters:?}");
+}
