@@ -326,17 +326,117 @@ fn print_tensor(t: &Tensor) {
     );
 }
 
-/// The demo: a proxy on loopback, one image (rows and tiles) and one text,
-/// each checked against the same transform computed here.
+/// The demo: a proxy and a client, one image (rows and tiles) and one
+/// text, each checked against the same transform computed here. Over
+/// AF_XDP between two private network namespaces when this process may
+/// create them (root, iproute2); otherwise over a UDP socket on loopback.
 fn demo(image: &Path, text: &Path) -> Result<ExitCode> {
     let cfg = Config::builtin();
-    let pipelines = Pipelines::build(&cfg)?;
+    let img = load_image(image, None).with_context(|| {
+        format!(
+            "cannot decode {} (run from the repository root)",
+            image.display()
+        )
+    })?;
+    let body = std::fs::read(text).with_context(|| format!("cannot read {}", text.display()))?;
+    match crate::netns::Netns::new(1) {
+        Some(net) => match demo_xdp(&cfg, &net, img.clone(), body.clone(), image, text) {
+            Ok(ok) => return Ok(exit(ok)),
+            Err(e) => println!("AF_XDP not possible here ({e:#}): falling back to a UDP socket on loopback"),
+        },
+        None => println!("not root or no iproute2: no private network for AF_XDP; falling back to a UDP socket on loopback"),
+    }
     let proxy = RunningProxy::spawn(cfg.clone(), "127.0.0.1:0".parse().unwrap())?;
     println!(
         "tensorwire demo: proxy on udp://{} (socket ingress, echo upstream)",
         proxy.addr
     );
-    let mut c = Client::connect(proxy.addr)?;
+    let ok = demo_client(&cfg, proxy.addr, &img, &body, image, text)?;
+    let (stats, _) = proxy.stop()?;
+    println!("proxy counters: {stats}");
+    Ok(exit(ok))
+}
+
+fn exit(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn demo_xdp(
+    cfg: &Config,
+    net: &crate::netns::Netns,
+    img: RawImage,
+    body: Vec<u8>,
+    image: &Path,
+    text: &Path,
+) -> Result<bool> {
+    let mut pcfg = cfg.clone();
+    pcfg.ingress.interface = net.proxy_if.clone();
+    pcfg.ingress.listen = "0.0.0.0:7878".parse().unwrap();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let proxy = crate::netns::Netns::run_in(&net.proxy_ns, move || -> Result<_> {
+        let p = crate::server::XdpProxy::start(&pcfg, 0);
+        let p = match p {
+            Ok(p) => {
+                ready_tx.send(Ok(p.mode())).ok();
+                p
+            }
+            Err(e) => {
+                ready_tx.send(Err(format!("{e:#}"))).ok();
+                return Err(e);
+            }
+        };
+        stop_rx.recv().ok();
+        let counters = p.counters()?;
+        Ok((p.stop()?, counters))
+    });
+    let mode = ready_rx
+        .recv()
+        .map_err(|_| anyhow::anyhow!("proxy thread ended"))?
+        .map_err(anyhow::Error::msg)?;
+    println!(
+        "tensorwire demo: AF_XDP ingress ({mode} XDP) on {} ({}:7878) in network namespace {}; client in {}",
+        net.proxy_if, net.proxy_ip, net.proxy_ns, net.client_ns
+    );
+    let server: SocketAddr = format!("{}:7878", net.proxy_ip).parse()?;
+    let (cfg2, image, text) = (cfg.clone(), image.to_path_buf(), text.to_path_buf());
+    let client = crate::netns::Netns::run_in(&net.client_ns, move || {
+        demo_client(&cfg2, server, &img, &body, &image, &text)
+    });
+    let ok = client
+        .join()
+        .map_err(|_| anyhow::anyhow!("client thread panicked"));
+    stop_tx.send(()).ok();
+    let (workers, counters) = proxy
+        .join()
+        .map_err(|_| anyhow::anyhow!("proxy thread panicked"))??;
+    println!("XDP program counters: {counters:?}");
+    for (stats, q) in workers {
+        println!(
+            "queue {} ({} copy): {stats} | frames {} replies {}",
+            q.queue,
+            if q.zero_copy { "zero" } else { "kernel" },
+            q.frames_received,
+            q.replies_sent
+        );
+    }
+    ok?
+}
+
+fn demo_client(
+    cfg: &Config,
+    server: SocketAddr,
+    img: &RawImage,
+    body: &[u8],
+    image: &Path,
+    text: &Path,
+) -> Result<bool> {
+    let pipelines = Pipelines::build(cfg)?;
+    let mut c = Client::connect(server)?;
     let d = c.describe()?;
     for p in d["pipelines"].as_array().into_iter().flatten() {
         println!(
@@ -348,13 +448,6 @@ fn demo(image: &Path, text: &Path) -> Result<ExitCode> {
         );
     }
     let mut ok = true;
-
-    let img: RawImage = load_image(image, None).with_context(|| {
-        format!(
-            "cannot decode {} (run from the repository root)",
-            image.display()
-        )
-    })?;
     let Plan::Image(plan) = &pipelines.get(0).plan else {
         bail!("pipeline 1 is not an image pipeline")
     };
@@ -367,7 +460,7 @@ fn demo(image: &Path, text: &Path) -> Result<ExitCode> {
     };
     for (label, tiles) in [("rows", None), ("tiles", Some(geometry(&d, 1)?))] {
         let t0 = Instant::now();
-        let reply = c.send_image(1, &img, tiles, 1472, &faults)?;
+        let reply = c.send_image(1, img, tiles, 1472, &faults)?;
         let took = t0.elapsed();
         let t = reply.tensors().map_err(anyhow::Error::msg)?;
         println!(
@@ -413,12 +506,11 @@ fn demo(image: &Path, text: &Path) -> Result<ExitCode> {
         same * 100.0
     );
 
-    let body = std::fs::read(text).with_context(|| format!("cannot read {}", text.display()))?;
     let Plan::Text(tplan) = &pipelines.get(1).plan else {
         bail!("pipeline 2 is not a text pipeline")
     };
     let t0 = Instant::now();
-    let reply = c.send_text(2, &body, 64, 1472, &faults)?;
+    let reply = c.send_text(2, body, 64, 1472, &faults)?;
     let took = t0.elapsed();
     let t = reply.tensors().map_err(anyhow::Error::msg)?;
     println!(
@@ -430,7 +522,7 @@ fn demo(image: &Path, text: &Path) -> Result<ExitCode> {
     for x in &t {
         print_tensor(x);
     }
-    let want = reference::whole_text_tensors(tplan, std::str::from_utf8(&body)?)
+    let want = reference::whole_text_tensors(tplan, std::str::from_utf8(body)?)
         .map_err(anyhow::Error::msg)?;
     let exact = t == want;
     ok &= exact;
@@ -438,11 +530,5 @@ fn demo(image: &Path, text: &Path) -> Result<ExitCode> {
         "  equals the tokenizers crate on the whole text: {}",
         if exact { "yes" } else { "NO" }
     );
-    let (stats, _) = proxy.stop()?;
-    println!("proxy counters: {stats}");
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(ok)
 }

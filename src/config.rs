@@ -69,7 +69,7 @@ pub struct IngressConfig {
 impl Default for IngressConfig {
     fn default() -> Self {
         IngressConfig {
-            mode: IngressMode::Socket,
+            mode: IngressMode::Auto,
             listen: "0.0.0.0:7878".parse().unwrap(),
             interface: String::new(),
             mtu: 1500,

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod ingress;
+pub mod netns;
 pub mod pipeline;
 pub mod proxy;
 pub mod reassembly;

@@ -142,6 +142,11 @@ impl XdpProxy {
         })
     }
 
+    /// "native" or "generic" XDP.
+    pub fn mode(&self) -> &'static str {
+        self.program.mode
+    }
+
     pub fn counters(&self) -> anyhow::Result<crate::ingress::xdp::loader::XdpCounters> {
         Ok(self.program.counters()?)
     }
@@ -167,4 +172,41 @@ fn pin_to_core(core: usize) {
         libc::CPU_SET(core, &mut set);
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
     }
+}
+
+/// Serves over AF_XDP in this thread's network namespace until `shutdown`
+/// is set, logging progress.
+pub fn serve_xdp(config: &Config, shutdown: &AtomicBool) -> anyhow::Result<()> {
+    let proxy = XdpProxy::start(config, 0)?;
+    let interval = Duration::from_millis(config.stats.log_interval_ms.max(100));
+    let mut next = std::time::Instant::now() + interval;
+    while !shutdown.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+        if config.stats.log_interval_ms > 0 && std::time::Instant::now() >= next {
+            tracing::info!("xdp: {:?}", proxy.counters()?);
+            next += interval;
+        }
+    }
+    for (stats, q) in proxy.stop()? {
+        tracing::info!(
+            "stopped queue {}: {stats} | frames={} replies={} dropped={}",
+            q.queue,
+            q.frames_received,
+            q.replies_sent,
+            q.replies_dropped
+        );
+    }
+    Ok(())
+}
+
+/// Why AF_XDP cannot be used here, if it cannot (for `ingress.mode = auto`).
+pub fn xdp_unavailable(config: &Config) -> Option<String> {
+    if config.ingress.interface.is_empty() {
+        return Some("ingress.interface is not set".into());
+    }
+    // SAFETY: plain libc call.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not running as root (AF_XDP needs CAP_NET_ADMIN, CAP_BPF)".into());
+    }
+    None
 }

@@ -1,13 +1,15 @@
 //! The XDP datapath in network namespaces (root only; skipped otherwise):
 //! a client namespace and a proxy namespace joined by a veth pair.
 
-mod common;
-use common::netns::Netns;
 use tensorwire::ingress::xdp::loader::SteeringProgram;
+use tensorwire::netns::Netns;
 
 #[test]
 fn program_attaches_passes_other_traffic_and_detaches_on_drop() {
-    let Some(net) = Netns::new(1) else { return };
+    let Some(net) = Netns::new(1) else {
+        eprintln!("skipped: needs root and iproute2");
+        return;
+    };
     let (ifname, client_ip) = (net.proxy_if.clone(), net.client_ip.clone());
     let attached = Netns::run_in(&net.proxy_ns, move || {
         let p = SteeringProgram::attach(&ifname, 7878, &[]).expect("attach");
@@ -126,7 +128,10 @@ fn start_proxy(
 
 #[test]
 fn image_and_text_over_af_xdp_equal_the_socket_path() {
-    let Some(net) = Netns::new(1) else { return };
+    let Some(net) = Netns::new(1) else {
+        eprintln!("skipped: needs root and iproute2");
+        return;
+    };
     let (stop, proxy) = start_proxy(&net, 1, vec![]);
     let server: std::net::SocketAddr = format!("{}:7878", net.proxy_ip).parse().unwrap();
     let server6: std::net::SocketAddr = format!("[{}]:7878", net.proxy_ip6).parse().unwrap();
@@ -206,7 +211,10 @@ fn image_and_text_over_af_xdp_equal_the_socket_path() {
 
 #[test]
 fn sources_outside_the_allowlist_get_nothing() {
-    let Some(net) = Netns::new(1) else { return };
+    let Some(net) = Netns::new(1) else {
+        eprintln!("skipped: needs root and iproute2");
+        return;
+    };
     // Only some other host is allowed.
     let (stop, proxy) = start_proxy(&net, 1, vec!["10.255.255.1/32".into()]);
     let server: std::net::SocketAddr = format!("{}:7878", net.proxy_ip).parse().unwrap();

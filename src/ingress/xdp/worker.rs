@@ -107,6 +107,8 @@ pub struct XdpQueue {
     rx_descs: Vec<FrameDesc>,
     tx_free: Vec<FrameDesc>,
     tx_pending: Vec<FrameDesc>,
+    /// Frames on the TX ring not yet completed.
+    tx_outstanding: usize,
     comp_descs: Vec<FrameDesc>,
     paths: HashMap<SocketAddr, ReplyPath>,
     cfg: XdpConfig,
@@ -191,6 +193,7 @@ impl XdpQueue {
             tx,
             tx_free,
             tx_pending: Vec::with_capacity(batch),
+            tx_outstanding: 0,
             paths: HashMap::new(),
             cfg: cfg.clone(),
             stats: XdpWorkerStats {
@@ -301,23 +304,44 @@ impl XdpQueue {
             // SAFETY: frames of this UMEM written by the sink.
             let sent = unsafe { self.tx.produce(&self.tx_pending) };
             self.stats.replies_sent += sent as u64;
-            // Copy mode needs a sendto() kick per batch.
-            if self.tx.needs_wakeup() || !self.stats.zero_copy {
-                self.stats.tx_wakeups += 1;
-                self.tx.wakeup()?;
-            }
+            self.tx_outstanding += sent;
             // What did not fit in the ring goes back to the free list.
             self.tx_free.extend(self.tx_pending.drain(sent..));
             self.tx_pending.clear();
         }
+        // In copy mode each sendto() transmits a bounded batch (32 frames
+        // per call in the kernel): kick until the ring is drained, so a
+        // reply of hundreds of fragments leaves now, not on later wakeups.
+        let mut kicks = 0;
+        while self.tx_outstanding > 0 {
+            if self.tx.needs_wakeup() || !self.stats.zero_copy {
+                self.stats.tx_wakeups += 1;
+                self.tx.wakeup()?;
+            }
+            let reaped = self.reap();
+            kicks += 1;
+            if reaped == 0 && (self.stats.zero_copy || kicks > 4) {
+                break;
+            }
+        }
+        self.reap();
+        Ok(())
+    }
+
+    /// Moves completed TX frames back to the free list.
+    fn reap(&mut self) -> usize {
+        let mut total = 0;
         loop {
             // SAFETY: completion descs refer to this UMEM's TX frames.
             let n = unsafe { self.comp.consume(&mut self.comp_descs) };
             self.tx_free.extend_from_slice(&self.comp_descs[..n]);
+            total += n;
             if n < self.comp_descs.len() {
-                return Ok(());
+                break;
             }
         }
+        self.tx_outstanding -= total.min(self.tx_outstanding);
+        total
     }
 }
 

@@ -1,9 +1,7 @@
-//! Test network: two network namespaces joined by a veth pair, with
-//! unique names and 10.x / fd00:: addresses, torn down on drop (also when
-//! a test panics). Needs root and iproute2; `Netns::new` returns None
-//! (and the test skips) otherwise.
-
-#![allow(dead_code)]
+//! A private test network for the demo and the AF_XDP tests: two network
+//! namespaces (client, proxy) joined by a veth pair, with unique names and
+//! 10.x / fd00:: addresses, torn down on drop (also when a test panics).
+//! Needs root and iproute2: [`Netns::new`] returns `None` otherwise.
 
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -46,7 +44,6 @@ impl Netns {
     pub fn new(rx_queues: u32) -> Option<Netns> {
         // SAFETY: plain libc call.
         if unsafe { libc::geteuid() } != 0 || !sh(&["ip", "-V"]) {
-            eprintln!("skipped: needs root and iproute2");
             return None;
         }
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
@@ -63,7 +60,9 @@ impl Netns {
             proxy_ip6: format!("fd00:{subnet}:{n}::2"),
         };
         // From here on Drop cleans up whatever was made.
-        must(&["ip", "netns", "add", &t.client_ns]);
+        if !sh(&["ip", "netns", "add", &t.client_ns]) {
+            return None;
+        }
         must(&["ip", "netns", "add", &t.proxy_ns]);
         let q = rx_queues.to_string();
         must(&[
