@@ -176,11 +176,29 @@ fn run(config: Option<&Path>) -> Result<ExitCode> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, shutdown.clone()).context("installing signal handlers")?;
     }
-    if cfg.ingress.mode != crate::config::IngressMode::Socket {
-        tracing::info!(
-            "ingress.mode = {:?}: AF_XDP is not built yet; using the UDP socket ingress",
-            cfg.ingress.mode
-        );
+    use crate::config::IngressMode;
+    let use_xdp = match cfg.ingress.mode {
+        IngressMode::Socket => false,
+        IngressMode::Xdp => true,
+        IngressMode::Auto => match crate::server::xdp_unavailable(&cfg) {
+            Some(why) => {
+                tracing::info!("ingress.mode = auto: using the UDP socket ingress ({why})");
+                false
+            }
+            None => true,
+        },
+    };
+    if use_xdp {
+        match crate::server::serve_xdp(&cfg, &shutdown) {
+            Ok(()) => return Ok(ExitCode::SUCCESS),
+            Err(e) if cfg.ingress.mode == IngressMode::Auto => {
+                tracing::warn!(
+                    "ingress.mode = auto: AF_XDP on {} failed ({e:#}); using the UDP socket ingress",
+                    cfg.ingress.interface
+                );
+            }
+            Err(e) => return Err(e.context(format!("AF_XDP on {}", cfg.ingress.interface))),
+        }
     }
     let (stats, udp) = serve_udp(&cfg, &shutdown)?;
     tracing::info!(

@@ -232,3 +232,87 @@ fn sources_outside_the_allowlist_get_nothing() {
     );
     assert!(counters.dropped_allowlist >= 1, "{counters:?}");
 }
+
+#[test]
+fn two_rx_queues_both_serve() {
+    let Some(net) = Netns::new(2) else {
+        eprintln!("skipped: needs root and iproute2");
+        return;
+    };
+    let (stop, proxy) = start_proxy(&net, 2, vec![]);
+    let server: std::net::SocketAddr = format!("{}:7878", net.proxy_ip).parse().unwrap();
+    // Many client sockets: veth picks the RX queue from the sender's flow.
+    let client = Netns::run_in(&net.client_ns, move || {
+        (0..24)
+            .map(|_| {
+                let mut c = Client::connect(server).unwrap();
+                let r = c
+                    .send_text(
+                        2,
+                        b"two queues, one answer each",
+                        0,
+                        1472,
+                        &Faults::default(),
+                    )
+                    .unwrap();
+                r.tensors().unwrap()[0].shape.clone()
+            })
+            .collect::<Vec<_>>()
+    });
+    let shapes = client.join();
+    stop.send(()).unwrap();
+    let (workers, _) = proxy.join().unwrap();
+    let shapes = shapes.expect("every request answered");
+    assert!(shapes.iter().all(|s| s == &shapes[0]));
+    assert_eq!(workers.len(), 2);
+    let per_queue: Vec<u64> = workers.iter().map(|(s, _)| s.requests_completed).collect();
+    assert_eq!(per_queue.iter().sum::<u64>(), 24);
+    assert!(
+        per_queue.iter().all(|&n| n > 0),
+        "both queues served: {per_queue:?}"
+    );
+}
+
+#[test]
+fn sigkill_leaves_no_program_attached() {
+    let Some(net) = Netns::new(1) else {
+        eprintln!("skipped: needs root and iproute2");
+        return;
+    };
+    let mut child = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &net.proxy_ns,
+            env!("CARGO_BIN_EXE_tensorwire"),
+            "run",
+        ])
+        .env("TENSORWIRE__INGRESS__MODE", "xdp")
+        .env("TENSORWIRE__INGRESS__INTERFACE", &net.proxy_if)
+        .env("TENSORWIRE__INGRESS__LISTEN", "0.0.0.0:7878")
+        .env("TENSORWIRE__INGRESS__XDP__FRAMES", "4096")
+        .env("TENSORWIRE__INGRESS__XDP__RING_SIZE", "1024")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let server: std::net::SocketAddr = format!("{}:7878", net.proxy_ip).parse().unwrap();
+    let answered = Netns::run_in(&net.client_ns, move || {
+        let mut c = Client::connect(server).unwrap();
+        c.timeout = std::time::Duration::from_millis(300);
+        (0..30).any(|_| c.describe().is_ok())
+    })
+    .join()
+    .unwrap();
+    let attached_before = net.xdp_attached();
+    // SAFETY: plain libc call on our child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    assert!(answered, "the proxy answered over AF_XDP");
+    assert!(attached_before);
+    assert!(
+        !net.xdp_attached(),
+        "after SIGKILL no XDP program may remain"
+    );
+    let ping = net.in_client(&["ping", "-c", "1", "-W", "2", &net.proxy_ip]);
+    assert!(ping.status.success(), "plain traffic flows after the kill");
+}
