@@ -40,6 +40,12 @@ enum Command {
     },
     /// Print a running proxy's DESCRIBE document.
     Describe(ServerArgs),
+    /// Print a running proxy's counters (XDP program, AF_XDP workers, proxy core).
+    Stats {
+        /// The proxy's admin endpoint (admin.listen).
+        #[arg(long, default_value = "127.0.0.1:9878")]
+        admin: SocketAddr,
+    },
     /// Send an image; print (or save) the tensors that come back.
     SendImage {
         file: PathBuf,
@@ -140,6 +146,15 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config } => run(config.as_deref()),
         Command::Describe(s) => describe(&s),
+        Command::Stats { admin } => {
+            let v = crate::admin::fetch(admin, Duration::from_secs(3)).with_context(|| {
+                format!("no admin endpoint at {admin} (is the proxy running? admin.listen)")
+            });
+            v.and_then(|v| {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                Ok(ExitCode::SUCCESS)
+            })
+        }
         Command::SendImage {
             file,
             server,

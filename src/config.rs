@@ -39,6 +39,8 @@ pub struct Config {
     #[serde(default)]
     pub stats: StatsConfig,
     #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
     pub pipelines: Vec<PipelineConfig>,
     /// Directory of the config file: relative paths resolve against it.
     #[serde(skip)]
@@ -136,6 +138,22 @@ impl Default for StatsConfig {
     fn default() -> Self {
         StatsConfig {
             log_interval_ms: 10_000,
+        }
+    }
+}
+
+/// The admin endpoint (counters as JSON for `tensorwire stats`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Address to listen on; empty = no admin endpoint.
+    pub listen: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: "127.0.0.1:9878".into(),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! (echo, ...) -> reply fragments back out the same ingress.
 //! `proxy` ties the pure parts together; only `ingress` does I/O.
 
+pub mod admin;
 pub mod cli;
 pub mod client;
 pub mod config;

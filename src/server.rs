@@ -65,18 +65,50 @@ pub fn serve_udp(config: &Config, shutdown: &AtomicBool) -> anyhow::Result<(Stat
     let mut ingress = UdpIngress::bind(&config.ingress, config.limits.max_datagram)
         .map_err(|e| anyhow::anyhow!("cannot bind {}: {e}", config.ingress.listen))?;
     tracing::info!(listen = %ingress.local_addr()?, mode = "socket", pipelines = config.pipelines.len(), "tensorwire serving");
-    let interval = config.stats.log_interval_ms;
-    ingress.log_every((interval > 0).then(|| Duration::from_millis(interval)));
+    let board = start_admin(config)?;
+    let log_every = config.stats.log_interval_ms;
+    let mut since_log = 0u64;
+    ingress.log_every(Some(PUBLISH_EVERY));
     ingress.run(&mut proxy, shutdown, |p, u| {
-        tracing::info!(
-            "stats: {} | socket sent={} queued={} dropped={}",
-            p.stats(),
-            u.sent,
-            u.send_queued,
-            u.send_dropped
-        );
+        let stats = p.stats();
+        since_log += PUBLISH_EVERY.as_millis() as u64;
+        if log_every > 0 && since_log >= log_every {
+            since_log = 0;
+            tracing::info!(
+                "stats: {stats} | socket sent={} queued={} dropped={}",
+                u.sent,
+                u.send_queued,
+                u.send_dropped
+            );
+        }
+        if let Some(b) = &board {
+            b.publish("proxy", &stats);
+            b.publish("socket", u);
+        }
     })?;
     Ok((proxy.stats(), ingress.stats.clone()))
+}
+
+/// How often workers publish counters to the admin endpoint.
+pub const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+
+/// Starts the admin endpoint when configured.
+fn start_admin(config: &Config) -> anyhow::Result<Option<Arc<crate::admin::StatsBoard>>> {
+    if config.admin.listen.is_empty() {
+        return Ok(None);
+    }
+    let addr: SocketAddr = config
+        .admin
+        .listen
+        .parse()
+        .map_err(|e| anyhow::anyhow!("admin.listen `{}`: {e}", config.admin.listen))?;
+    let board = crate::admin::StatsBoard::new();
+    // The admin thread lives as long as the process.
+    match crate::admin::spawn(addr, board.clone(), Arc::new(AtomicBool::new(false))) {
+        Ok(a) => tracing::info!(admin = %a, "counters served for `tensorwire stats`"),
+        Err(e) => tracing::warn!("admin endpoint {addr} not started: {e}"),
+    }
+    Ok(Some(board))
 }
 
 /// The proxy behind the AF_XDP ingress: the steering program attached to
@@ -92,6 +124,15 @@ pub struct XdpProxy {
 impl XdpProxy {
     /// Attaches and starts serving; `queues` = 0 means every RX queue.
     pub fn start(config: &Config, queues: u32) -> anyhow::Result<XdpProxy> {
+        Self::start_with_board(config, queues, None)
+    }
+
+    /// As [`XdpProxy::start`], workers publishing their counters to `board`.
+    pub fn start_with_board(
+        config: &Config,
+        queues: u32,
+        board: Option<Arc<crate::admin::StatsBoard>>,
+    ) -> anyhow::Result<XdpProxy> {
         use crate::ingress::xdp::{loader::SteeringProgram, worker};
         let ifname = &config.ingress.interface;
         anyhow::ensure!(
@@ -116,6 +157,7 @@ impl XdpProxy {
             let cores = std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1);
+            let board = board.clone();
             workers.push(
                 std::thread::Builder::new()
                     .name(format!("tensorwire-xdp-q{q}"))
@@ -123,7 +165,12 @@ impl XdpProxy {
                         if cores > 1 {
                             pin_to_core(q as usize % cores);
                         }
-                        queue.run(&mut proxy, &flag)?;
+                        queue.run(&mut proxy, &flag, PUBLISH_EVERY, |p, w| {
+                            if let Some(b) = &board {
+                                let v = serde_json::json!({"proxy": p.stats(), "af_xdp": w});
+                                b.publish(&format!("queue{q}"), v);
+                            }
+                        })?;
                         Ok((proxy.stats(), queue.stats.clone()))
                     })?,
             );
@@ -177,11 +224,20 @@ fn pin_to_core(core: usize) {
 /// Serves over AF_XDP in this thread's network namespace until `shutdown`
 /// is set, logging progress.
 pub fn serve_xdp(config: &Config, shutdown: &AtomicBool) -> anyhow::Result<()> {
-    let proxy = XdpProxy::start(config, 0)?;
+    let board = start_admin(config)?;
+    let proxy = XdpProxy::start_with_board(config, 0, board.clone())?;
+    let mut next_publish = std::time::Instant::now();
     let interval = Duration::from_millis(config.stats.log_interval_ms.max(100));
     let mut next = std::time::Instant::now() + interval;
     while !shutdown.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
+        if let Some(b) = board
+            .as_ref()
+            .filter(|_| std::time::Instant::now() >= next_publish)
+        {
+            b.publish("xdp_program", proxy.counters()?);
+            next_publish += PUBLISH_EVERY;
+        }
         if config.stats.log_interval_ms > 0 && std::time::Instant::now() >= next {
             tracing::info!("xdp: {:?}", proxy.counters()?);
             next += interval;

@@ -304,11 +304,43 @@ fn sigkill_leaves_no_program_attached() {
     .join()
     .unwrap();
     let attached_before = net.xdp_attached();
+    // `tensorwire stats` against the child's admin endpoint (loopback of
+    // the proxy namespace), after the next publication.
+    std::thread::sleep(tensorwire::server::PUBLISH_EVERY + std::time::Duration::from_millis(300));
+    let stats = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &net.proxy_ns,
+            env!("CARGO_BIN_EXE_tensorwire"),
+            "stats",
+        ])
+        .output()
+        .unwrap();
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).expect("stats JSON");
     // SAFETY: plain libc call on our child.
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     child.wait().unwrap();
     assert!(answered, "the proxy answered over AF_XDP");
     assert!(attached_before);
+    assert!(
+        stats["xdp_program"]["steered"].as_u64().unwrap() > 0,
+        "{stats}"
+    );
+    assert!(
+        stats["queue0"]["af_xdp"]["frames_received"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{stats}"
+    );
+    assert!(
+        stats["queue0"]["proxy"]["describe_requests"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{stats}"
+    );
     assert!(
         !net.xdp_attached(),
         "after SIGKILL no XDP program may remain"

@@ -205,13 +205,21 @@ impl XdpQueue {
     }
 
     /// Serves until `shutdown` is set.
+    /// `progress` runs every `every` (counters for the admin endpoint).
     pub fn run<H: DatagramHandler + ?Sized>(
         &mut self,
         handler: &mut H,
         shutdown: &AtomicBool,
+        every: Duration,
+        mut progress: impl FnMut(&H, &XdpWorkerStats),
     ) -> io::Result<()> {
         let fd = self.rx.fd().as_raw_fd();
+        let mut next_progress = Instant::now();
         while !shutdown.load(Ordering::Relaxed) {
+            if Instant::now() >= next_progress {
+                progress(handler, &self.stats);
+                next_progress = Instant::now() + every;
+            }
             let now = Instant::now();
             let mut sleep = Duration::from_millis(50);
             if let Some(d) = handler.next_deadline() {
