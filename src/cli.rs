@@ -75,6 +75,12 @@ enum Command {
         #[command(flatten)]
         send: SendArgs,
     },
+    /// Datagram rates: UDP socket vs AF_XDP ingress vs a bare AF_XDP drop loop, and image requests/s (root).
+    Bench {
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+    },
     /// End-to-end demo on loopback: starts a proxy, sends an image and a text, checks the tensors.
     Demo {
         #[arg(long, default_value = "testdata/images/astronaut.png")]
@@ -171,6 +177,10 @@ pub fn main() -> ExitCode {
             send,
         } => send_text(&file, &server, pipeline, overlap, &send),
         Command::Demo { image, text } => demo(&image, &text),
+        Command::Bench { seconds } => crate::bench::run(seconds).map(|report| {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }),
     };
     match result {
         Ok(code) => code,

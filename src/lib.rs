@@ -7,6 +7,7 @@
 //! `proxy` ties the pure parts together; only `ingress` does I/O.
 
 pub mod admin;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -212,7 +212,7 @@ impl XdpProxy {
     }
 }
 
-fn pin_to_core(core: usize) {
+pub(crate) fn pin_to_core(core: usize) {
     // SAFETY: a zeroed cpu_set_t with one bit set, for this thread.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();

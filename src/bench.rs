@@ -1,0 +1,278 @@
+//! `tensorwire bench`: datagram rates into the proxy over the UDP socket
+//! ingress, the AF_XDP ingress, and a bare AF_XDP receive-and-drop loop
+//! (the ceiling), measured in one run between two private network
+//! namespaces; plus image requests per second end to end. Needs root.
+//!
+//! The sender is an AF_XDP TX flood from the client namespace (faster than
+//! any socket sender here); the datagrams are not TWP (wrong magic), so the
+//! proxy core counts and drops each one: what is measured is the ingress.
+
+use crate::client::{Client, Faults, RawImage};
+use crate::config::Config;
+use crate::ingress::udp::UdpIngress;
+use crate::ingress::xdp::frame::{build_reply, ReplyPath};
+use crate::ingress::xdp::loader::SteeringProgram;
+use crate::ingress::xdp::worker::{XdpConfig, XdpQueue};
+use crate::ingress::{DatagramHandler, ReplySink};
+use crate::netns::Netns;
+use crate::proxy::Proxy;
+use crate::server::XdpProxy;
+use anyhow::{Context, Result};
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use xsk_rs::config::{BindFlags, FrameSize, LibxdpFlags, QueueSize, SocketConfig, UmemConfig};
+use xsk_rs::{Socket, Umem};
+
+/// Receives and forgets: the bare loop's handler.
+struct Drop0(u64);
+
+impl DatagramHandler for Drop0 {
+    fn on_datagram(&mut self, _: SocketAddr, _: &[u8], _: Instant, _: &mut dyn ReplySink) {
+        self.0 += 1;
+    }
+    fn on_tick(&mut self, _: Instant, _: &mut dyn ReplySink) {}
+    fn next_deadline(&self) -> Option<Instant> {
+        None
+    }
+}
+
+fn mac_of(ns: &str, dev: &str) -> Result<[u8; 6]> {
+    let o = std::process::Command::new("ip")
+        .args(["-n", ns, "-o", "link", "show", "dev", dev])
+        .output()?;
+    let s = String::from_utf8_lossy(&o.stdout);
+    let hex = s
+        .split("link/ether ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .context("no MAC")?;
+    let mut mac = [0u8; 6];
+    for (i, b) in hex.split(':').enumerate().take(6) {
+        mac[i] = u8::from_str_radix(b, 16)?;
+    }
+    Ok(mac)
+}
+
+/// AF_XDP TX flood of UDP datagrams of `payload` bytes for `dur`; returns
+/// frames the kernel completed.
+fn flood(
+    ifname: &str,
+    path: ReplyPath,
+    to: SocketAddr,
+    payload: usize,
+    dur: Duration,
+) -> Result<u64> {
+    // Sender on core 1, receivers on core 0 (veth runs the receive work on
+    // the sending CPU).
+    crate::server::pin_to_core(1);
+    let ucfg = UmemConfig::builder()
+        .comp_queue_size(QueueSize::new(2048)?)
+        .fill_queue_size(QueueSize::new(2048)?)
+        .frame_size(FrameSize::new(2048)?)
+        .build()?;
+    let (umem, mut descs) = Umem::new(ucfg, NonZeroU32::new(4096).unwrap(), false)?;
+    let scfg = SocketConfig::builder()
+        .tx_queue_size(QueueSize::new(2048)?)
+        .rx_queue_size(QueueSize::new(2048)?)
+        .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
+        .bind_flags(BindFlags::XDP_USE_NEED_WAKEUP)
+        .build();
+    // SAFETY: umem outlives the socket within this function.
+    let (mut tx, _rx, fq_cq) = unsafe { Socket::new(scfg, &umem, &ifname.parse()?, 0) }?;
+    let (_fq, mut cq) = fq_cq.context("no completion ring")?;
+    let body = vec![0x5au8; payload];
+    for d in descs.iter_mut() {
+        // SAFETY: our own free frames.
+        let mut data = unsafe { umem.data_mut(d) };
+        let n = crate::ingress::xdp::frame::header_len(&path, &to) + payload;
+        data.cursor().set_pos(n);
+        build_reply(data.contents_mut(), &path, &to, &body).context("frame")?;
+    }
+    // Completions give back addresses only: keep each frame's full
+    // descriptor (with its length) by index.
+    let by_index = descs.clone();
+    let mut free = descs.clone();
+    let mut done = descs[..64].to_vec();
+    let (mut completed, end) = (0u64, Instant::now() + dur);
+    while Instant::now() < end {
+        let k = free.len().min(64);
+        if k > 0 {
+            let batch: Vec<_> = free.drain(free.len() - k..).collect();
+            // SAFETY: frames of this UMEM, not in any ring.
+            let n = unsafe { tx.produce(&batch) };
+            free.extend_from_slice(&batch[n..]);
+        }
+        tx.wakeup()?;
+        // SAFETY: completions of this UMEM's frames.
+        let n = unsafe { cq.consume(&mut done) };
+        completed += n as u64;
+        free.extend(done[..n].iter().map(|d| by_index[d.addr() / 2048].clone()));
+    }
+    Ok(completed)
+}
+
+/// One receiver run: returns datagrams received per second.
+fn measure(
+    net: &Netns,
+    receiver: &'static str,
+    payload: usize,
+    dur: Duration,
+) -> Result<(f64, u64)> {
+    let (ifname, ip) = (net.proxy_if.clone(), net.proxy_ip.clone());
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let rx = Netns::run_in(&net.proxy_ns, move || -> Result<u64> {
+        crate::server::pin_to_core(0);
+        let cfg = Config::builtin();
+        let listen: SocketAddr = format!("{ip}:7878").parse()?;
+        match receiver {
+            "socket" => {
+                let mut proxy = Proxy::from_config(cfg.clone())?;
+                let mut ing = UdpIngress::bind_addr(listen, &cfg.ingress, cfg.limits.max_datagram)?;
+                ready_tx.send(()).ok();
+                ing.run(&mut proxy, &flag, |_, _| {})?;
+                Ok(proxy.stats().datagrams_in)
+            }
+            "af_xdp" => {
+                let mut c = cfg.clone();
+                c.ingress.interface = ifname;
+                c.admin.listen.clear();
+                let p = XdpProxy::start(&c, 1)?;
+                ready_tx.send(()).ok();
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Ok(p.stop()?.iter().map(|(s, _)| s.datagrams_in).sum())
+            }
+            _ => {
+                let prog = SteeringProgram::attach(&ifname, 7878, &[])?;
+                let mut q = XdpQueue::bind(&ifname, 0, &prog, &XdpConfig::default())?;
+                let mut h = Drop0(0);
+                ready_tx.send(()).ok();
+                q.run(&mut h, &flag, Duration::from_secs(3600), |_, _| {})?;
+                Ok(h.0)
+            }
+        }
+    });
+    ready_rx.recv().context("receiver did not start")?;
+    let path = ReplyPath {
+        peer_mac: mac_of(&net.proxy_ns, &net.proxy_if)?,
+        our_mac: mac_of(&net.client_ns, &net.client_if)?,
+        vlan: None,
+        ours: format!("{}:40000", net.client_ip).parse()?,
+        hop_limit: 64,
+    };
+    let to: SocketAddr = format!("{}:7878", net.proxy_ip).parse()?;
+    let cif = net.client_if.clone();
+    let sent = Netns::run_in(&net.client_ns, move || flood(&cif, path, to, payload, dur))
+        .join()
+        .map_err(|_| anyhow::anyhow!("sender panicked"))??;
+    std::thread::sleep(Duration::from_millis(100));
+    stop.store(true, Ordering::Relaxed);
+    let got = rx
+        .join()
+        .map_err(|_| anyhow::anyhow!("receiver panicked"))??;
+    Ok((got as f64 / dur.as_secs_f64(), sent))
+}
+
+/// Image requests per second through the proxy (echo upstream), one
+/// client sending 640x480 RGB images as rows, one at a time.
+fn images_per_second(net: &Netns, xdp: bool, dur: Duration) -> Result<f64> {
+    let (ifname, ip) = (net.proxy_if.clone(), net.proxy_ip.clone());
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let rx = Netns::run_in(&net.proxy_ns, move || -> Result<()> {
+        let mut cfg = Config::builtin();
+        cfg.admin.listen.clear();
+        if xdp {
+            cfg.ingress.interface = ifname;
+            let p = XdpProxy::start(&cfg, 1)?;
+            ready_tx.send(()).ok();
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            p.stop()?;
+        } else {
+            let mut proxy = Proxy::from_config(cfg.clone())?;
+            let mut ing = UdpIngress::bind_addr(
+                format!("{ip}:7878").parse()?,
+                &cfg.ingress,
+                cfg.limits.max_datagram,
+            )?;
+            ready_tx.send(()).ok();
+            ing.run(&mut proxy, &flag, |_, _| {})?;
+        }
+        Ok(())
+    });
+    ready_rx.recv().context("proxy did not start")?;
+    let to: SocketAddr = format!("{}:7878", net.proxy_ip).parse()?;
+    let n = Netns::run_in(&net.client_ns, move || -> Result<u64> {
+        let mut r = fastrand::Rng::with_seed(1);
+        let img = RawImage {
+            width: 640,
+            height: 480,
+            format: crate::wire::PixelFormat::Rgb8,
+            data: (0..640 * 480 * 3).map(|_| r.u8(..)).collect(),
+        };
+        let mut c = Client::connect(to)?;
+        let (mut n, end) = (0u64, Instant::now() + dur);
+        while Instant::now() < end {
+            c.send_image(1, &img, None, 1472, &Faults::default())?
+                .tensors()
+                .map_err(anyhow::Error::msg)?;
+            n += 1;
+        }
+        Ok(n)
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("client panicked"))??;
+    stop.store(true, Ordering::Relaxed);
+    rx.join().map_err(|_| anyhow::anyhow!("proxy panicked"))??;
+    Ok(n as f64 / dur.as_secs_f64())
+}
+
+/// Runs every measurement; returns the report as a Markdown table.
+pub fn run(seconds: f64) -> Result<String> {
+    let net = Netns::new(1)
+        .context("the bench needs root and iproute2 (it creates two network namespaces)")?;
+    let dur = Duration::from_secs_f64(seconds);
+    let mut out = String::from("| receiver (one queue, one core) | payload | sent/s | received dgrams/s | Gbit/s payload |\n|---|---|---|---|---|\n");
+    let mut rates = Vec::new();
+    for payload in [64usize, 1472] {
+        for receiver in ["socket", "af_xdp", "bare af_xdp drop"] {
+            eprintln!("bench: {receiver}, {payload} B ...");
+            let (rate, sent) = measure(&net, receiver, payload, dur)?;
+            rates.push((receiver, payload, rate));
+            out += &format!(
+                "| {receiver} | {payload} B | {:.0} | {:.0} | {:.2} |\n",
+                sent as f64 / dur.as_secs_f64(),
+                rate,
+                rate * payload as f64 * 8.0 / 1e9
+            );
+        }
+    }
+    for payload in [64usize, 1472] {
+        let r = |n: &str| {
+            rates
+                .iter()
+                .find(|(a, p, _)| *a == n && *p == payload)
+                .map(|x| x.2)
+                .unwrap_or(0.0)
+        };
+        out += &format!(
+            "\n{payload} B: AF_XDP / socket = {:.2}x; AF_XDP / bare drop = {:.0}%",
+            r("af_xdp") / r("socket").max(1.0),
+            100.0 * r("af_xdp") / r("bare af_xdp drop").max(1.0)
+        );
+    }
+    eprintln!("bench: images ...");
+    let s = images_per_second(&net, false, dur)?;
+    let x = images_per_second(&net, true, dur)?;
+    out += &format!("\n\n640x480 RGB -> 224x224 FP32 requests/s (echo upstream, one client, sequential): socket {s:.1}, AF_XDP {x:.1}\n");
+    Ok(out)
+}
