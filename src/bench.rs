@@ -109,7 +109,7 @@ fn flood(
         // SAFETY: completions of this UMEM's frames.
         let n = unsafe { cq.consume(&mut done) };
         completed += n as u64;
-        free.extend(done[..n].iter().map(|d| by_index[d.addr() / 2048].clone()));
+        free.extend(done[..n].iter().map(|d| by_index[d.addr() / 2048]));
     }
     Ok(completed)
 }
