@@ -112,7 +112,13 @@ impl Client {
         };
         let socket = UdpSocket::bind(bind)?;
         // Replies of a whole tensor arrive in a burst.
-        set_rcvbuf(&socket, 16 << 20);
+        use std::os::fd::AsRawFd;
+        crate::ingress::set_buffer_size(
+            socket.as_raw_fd(),
+            libc::SO_RCVBUFFORCE,
+            libc::SO_RCVBUF,
+            16 << 20,
+        );
         Ok(Client {
             socket,
             server,
@@ -308,26 +314,6 @@ impl Client {
         let id = self.next_request_id();
         let datagrams = text_chunks(text, pipeline, id, max_datagram, overlap);
         self.request(id, datagrams, faults)
-    }
-}
-
-fn set_rcvbuf(socket: &UdpSocket, bytes: usize) {
-    use std::os::fd::AsRawFd;
-    let v = bytes as libc::c_int;
-    for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
-        // SAFETY: valid fd, c_int option.
-        let r = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                &v as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if r == 0 {
-            return;
-        }
     }
 }
 

@@ -36,3 +36,27 @@ pub trait DatagramHandler {
     fn on_tick(&mut self, now: Instant, out: &mut dyn ReplySink);
     fn next_deadline(&self) -> Option<Instant>;
 }
+
+/// Sets a socket buffer size: the privileged `force` option first (it
+/// ignores the sysctl cap), then the plain one. Returns whether one took.
+pub fn set_buffer_size(
+    fd: std::os::fd::RawFd,
+    force: libc::c_int,
+    plain: libc::c_int,
+    bytes: usize,
+) -> bool {
+    let v = bytes.min(i32::MAX as usize) as libc::c_int;
+    [force, plain].into_iter().any(|opt| {
+        // SAFETY: a valid fd and a c_int option value of the right size.
+        let r = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                &v as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        r == 0
+    })
+}

@@ -54,14 +54,15 @@ impl UdpIngress {
         max_datagram: usize,
     ) -> io::Result<UdpIngress> {
         let mut socket = UdpSocket::bind(addr)?;
-        set_buffer(
-            &socket,
+        let fd = socket.as_raw_fd();
+        super::set_buffer_size(
+            fd,
             libc::SO_RCVBUFFORCE,
             libc::SO_RCVBUF,
             cfg.socket_buffer_bytes,
         );
-        set_buffer(
-            &socket,
+        super::set_buffer_size(
+            fd,
             libc::SO_SNDBUFFORCE,
             libc::SO_SNDBUF,
             cfg.socket_buffer_bytes,
@@ -231,24 +232,6 @@ impl ReplySink for Sink<'_> {
         }
         self.stats.send_queued += 1;
         self.queue.push_back((to, datagram.to_vec()));
-    }
-}
-
-fn set_buffer(socket: &UdpSocket, force: libc::c_int, plain: libc::c_int, bytes: usize) {
-    let v = bytes.min(i32::MAX as usize) as libc::c_int;
-    let set = |opt| unsafe {
-        // SAFETY: a valid fd and a c_int option value of the right size.
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            opt,
-            &v as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    // FORCE needs CAP_NET_ADMIN; without it the kernel caps at rmem_max.
-    if set(force) != 0 {
-        set(plain);
     }
 }
 
