@@ -14,8 +14,9 @@
 
 /* Set by the loader before load (read-only after). */
 const volatile __u16 ingress_port = 7878; /* host order */
-const volatile __u8 allowlist_v4 = 0;     /* 1: only sources in allow_v4 */
-const volatile __u8 allowlist_v6 = 0;     /* 1: only sources in allow_v6 */
+/* 1: only listed sources, of either family: a family with no entries is
+ * closed, not open (an IPv4-only list must not let every IPv6 source in). */
+const volatile __u8 allowlist = 0;
 
 struct vlan_hdr {
 	__be16 tci;
@@ -117,7 +118,7 @@ int steer(struct xdp_md *ctx)
 			return count(MALFORMED, XDP_PASS);
 		if (udp->dest != bpf_htons(ingress_port))
 			return count(PASSED, XDP_PASS);
-		if (allowlist_v4) {
+		if (allowlist) {
 			struct lpm_v4 key = { .prefixlen = 32 };
 			__builtin_memcpy(key.addr, &ip->saddr, 4);
 			if (!bpf_map_lookup_elem(&allow_v4, &key))
@@ -135,7 +136,7 @@ int steer(struct xdp_md *ctx)
 			return count(MALFORMED, XDP_PASS);
 		if (udp->dest != bpf_htons(ingress_port))
 			return count(PASSED, XDP_PASS);
-		if (allowlist_v6) {
+		if (allowlist) {
 			struct lpm_v6 key = { .prefixlen = 128 };
 			__builtin_memcpy(key.addr, &ip6->saddr, 16);
 			if (!bpf_map_lookup_elem(&allow_v6, &key))

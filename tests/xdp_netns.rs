@@ -218,10 +218,14 @@ fn sources_outside_the_allowlist_get_nothing() {
     // Only some other host is allowed.
     let (stop, proxy) = start_proxy(&net, 1, vec!["10.255.255.1/32".into()]);
     let server: std::net::SocketAddr = format!("{}:7878", net.proxy_ip).parse().unwrap();
+    let server6: std::net::SocketAddr = format!("[{}]:7878", net.proxy_ip6).parse().unwrap();
     let client = Netns::run_in(&net.client_ns, move || {
-        let mut c = Client::connect(server).unwrap();
-        c.timeout = std::time::Duration::from_millis(500);
-        c.describe().is_err()
+        // An IPv4-only allowlist closes IPv6 too.
+        [server, server6].into_iter().all(|s| {
+            let mut c = Client::connect(s).unwrap();
+            c.timeout = std::time::Duration::from_millis(500);
+            c.describe().is_err()
+        })
     });
     let got_nothing = client.join().unwrap();
     stop.send(()).unwrap();
@@ -230,7 +234,7 @@ fn sources_outside_the_allowlist_get_nothing() {
         got_nothing,
         "a source outside the allowlist must get no answer"
     );
-    assert!(counters.dropped_allowlist >= 1, "{counters:?}");
+    assert!(counters.dropped_allowlist >= 2, "{counters:?}");
 }
 
 #[test]

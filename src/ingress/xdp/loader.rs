@@ -81,8 +81,7 @@ impl SteeringProgram {
         let mut open = SteerSkelBuilder::default().open(object)?;
         if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
             ro.ingress_port = port;
-            ro.allowlist_v4 = prefixes.iter().any(|(ip, _)| ip.is_ipv4()) as u8;
-            ro.allowlist_v6 = prefixes.iter().any(|(ip, _)| ip.is_ipv6()) as u8;
+            ro.allowlist = !prefixes.is_empty() as u8;
         }
         let skel = open.load()?;
         for (ip, len) in &prefixes {

@@ -70,6 +70,8 @@ pub struct XdpWorkerStats {
     /// Replies dropped: no free TX frame, or no known path to the client.
     pub replies_dropped: u64,
     pub tx_wakeups: u64,
+    /// Times the fill ring had no room for recycled frames (they waited).
+    pub fill_ring_full: u64,
 }
 
 const SOL_XDP: libc::c_int = 283;
@@ -109,6 +111,8 @@ pub struct XdpQueue {
     tx_pending: Vec<FrameDesc>,
     /// Frames on the TX ring not yet completed.
     tx_outstanding: usize,
+    /// Receive frames waiting for room in the fill ring.
+    fill_backlog: Vec<FrameDesc>,
     comp_descs: Vec<FrameDesc>,
     paths: HashMap<SocketAddr, ReplyPath>,
     cfg: XdpConfig,
@@ -160,9 +164,11 @@ impl XdpQueue {
             .map_err(|e| err("XSKMAP", &e))?;
         let zc = zero_copy(rx.fd().as_raw_fd());
         let mut tx_free = descs.split_off(descs.len() / 2);
-        // The fill ring takes at most its size (produce is all or nothing);
-        // spare receive frames serve as transmit frames.
-        let rx_frames = descs.len().min(cfg.ring_size as usize);
+        // The kernel advances its fill-ring read position lazily, so a ring
+        // exactly as large as the frames it holds can look full when a frame
+        // comes back (and produce is all or nothing): give the fill ring
+        // twice the receive frames. Spare frames serve as transmit frames.
+        let rx_frames = descs.len().min(cfg.ring_size as usize / 2);
         tx_free.extend(descs.drain(rx_frames..));
         // SAFETY: these frames belong to this UMEM and are not in use.
         let filled = unsafe { fill.produce(&descs) };
@@ -194,6 +200,7 @@ impl XdpQueue {
             tx_free,
             tx_pending: Vec::with_capacity(batch),
             tx_outstanding: 0,
+            fill_backlog: Vec::with_capacity(cfg.ring_size as usize),
             paths: HashMap::new(),
             cfg: cfg.clone(),
             stats: XdpWorkerStats {
@@ -240,6 +247,7 @@ impl XdpQueue {
                     return Err(e);
                 }
             }
+            self.refill();
             self.receive(handler);
             let now = Instant::now();
             if handler.next_deadline().is_some_and(|d| d <= now) {
@@ -283,9 +291,10 @@ impl XdpQueue {
                 };
                 handler.on_datagram(d.from, payload, now, &mut sink);
             }
-            // Recycle the frames at once.
-            // SAFETY: frames of this UMEM, done with.
-            unsafe { self.fill.produce(&self.rx_descs[..n]) };
+            // Recycle the frames at once; any the ring does not take now
+            // wait in the backlog (never lost).
+            self.fill_backlog.extend_from_slice(&self.rx_descs[..n]);
+            self.refill();
             if self.fill.needs_wakeup() {
                 let _ = self.fill.wakeup(self.rx.fd_mut(), 0);
             }
@@ -293,6 +302,21 @@ impl XdpQueue {
             if n < self.rx_descs.len() {
                 return;
             }
+        }
+    }
+
+    /// Hands backlogged receive frames to the fill ring.
+    fn refill(&mut self) {
+        while !self.fill_backlog.is_empty() {
+            let k = self.fill_backlog.len().min(self.cfg.batch.max(1));
+            let at = self.fill_backlog.len() - k;
+            // SAFETY: frames of this UMEM, owned by no ring.
+            let n = unsafe { self.fill.produce(&self.fill_backlog[at..]) };
+            if n == 0 {
+                self.stats.fill_ring_full += 1;
+                return;
+            }
+            self.fill_backlog.truncate(self.fill_backlog.len() - n);
         }
     }
 
