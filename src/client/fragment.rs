@@ -40,15 +40,7 @@ fn datagram(
 ) -> Vec<u8> {
     let mut d = vec![0u8; HEADER_LEN + body.len()];
     let mut p = Packet::new_unchecked(&mut d[..]);
-    HeaderRepr {
-        kind,
-        last: seq + 1 == count,
-        pipeline,
-        request_id,
-        seq,
-        count,
-    }
-    .emit(&mut p);
+    HeaderRepr::fragment(kind, pipeline, request_id, seq, count).emit(&mut p);
     p.body_mut().copy_from_slice(body);
     d
 }

@@ -254,15 +254,8 @@ impl Client {
     pub fn describe(&mut self) -> Result<serde_json::Value, ClientError> {
         let id = self.next_request_id();
         let mut d = vec![0u8; crate::wire::HEADER_LEN];
-        HeaderRepr {
-            kind: Kind::Describe,
-            last: true,
-            pipeline: 0,
-            request_id: id,
-            seq: 0,
-            count: 1,
-        }
-        .emit(&mut Packet::new_unchecked(&mut d[..]));
+        HeaderRepr::fragment(Kind::Describe, 0, id, 0, 1)
+            .emit(&mut Packet::new_unchecked(&mut d[..]));
         match self.request(id, vec![d], &Faults::default())? {
             Reply::Response {
                 content_type: 1,

@@ -55,15 +55,7 @@ impl ReplyWriter {
             let n = HEADER_LEN + RESPONSE_HEADER_LEN + chunk.len();
             let buf = &mut self.buf[..n];
             let mut p = Packet::new_unchecked(&mut *buf);
-            HeaderRepr {
-                kind: Kind::Response,
-                last: seq + 1 == count,
-                pipeline,
-                request_id,
-                seq,
-                count,
-            }
-            .emit(&mut p);
+            HeaderRepr::fragment(Kind::Response, pipeline, request_id, seq, count).emit(&mut p);
             let mut r = ResponsePacket::new_unchecked(p.body_mut());
             ResponseRepr {
                 status: 0,
@@ -92,15 +84,7 @@ impl ReplyWriter {
         let e = ErrorRepr { code, message };
         let n = HEADER_LEN + e.buffer_len();
         let mut p = Packet::new_unchecked(&mut self.buf[..n]);
-        HeaderRepr {
-            kind: Kind::Error,
-            last: true,
-            pipeline,
-            request_id,
-            seq: 0,
-            count: 1,
-        }
-        .emit(&mut p);
+        HeaderRepr::fragment(Kind::Error, pipeline, request_id, 0, 1).emit(&mut p);
         e.emit(p.body_mut());
         out.send(to, &self.buf[..n]);
     }

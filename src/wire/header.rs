@@ -121,6 +121,25 @@ pub struct HeaderRepr {
 }
 
 impl HeaderRepr {
+    /// Fragment `seq` of `count`: LAST is set on the highest seq, as the
+    /// spec asks of every sender.
+    pub fn fragment(
+        kind: Kind,
+        pipeline: u16,
+        request_id: u64,
+        seq: u32,
+        count: u32,
+    ) -> HeaderRepr {
+        HeaderRepr {
+            kind,
+            last: seq + 1 == count,
+            pipeline,
+            request_id,
+            seq,
+            count,
+        }
+    }
+
     /// Reads a version-1 header. The caller has checked magic and version;
     /// this checks the kind and `seq < count` (flag bits other than LAST
     /// are ignored, as the spec says).
