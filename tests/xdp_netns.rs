@@ -243,7 +243,8 @@ fn two_rx_queues_both_serve() {
         eprintln!("skipped: needs root and iproute2");
         return;
     };
-    let (stop, proxy) = start_proxy(&net, 2, vec![]);
+    // 0 = every RX queue: the worker count comes from the driver.
+    let (stop, proxy) = start_proxy(&net, 0, vec![]);
     let server: std::net::SocketAddr = format!("{}:7878", net.proxy_ip).parse().unwrap();
     // Many client sockets: veth picks the RX queue from the sender's flow.
     let client = Netns::run_in(&net.client_ns, move || {
