@@ -144,7 +144,7 @@ impl XdpProxy {
         let program =
             SteeringProgram::attach(ifname, config.ingress.listen.port(), &xdp.allowlist)?;
         let queues = if queues == 0 {
-            worker::rx_queues(ifname)
+            crate::ingress::xdp::ethtool::rx_queues(ifname)
         } else {
             queues
         };

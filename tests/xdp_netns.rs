@@ -353,3 +353,35 @@ fn sigkill_leaves_no_program_attached() {
     let ping = net.in_client(&["ping", "-c", "1", "-W", "2", &net.proxy_ip]);
     assert!(ping.status.success(), "plain traffic flows after the kill");
 }
+
+/// The benchmark's pieces work here: the kernel's live-frame generator
+/// reaches every receiver (socket ingress with GRO-enabled veth, AF_XDP
+/// ingress, bare drop), and no receiver counts more than was sent. Rates
+/// are not asserted (that is the bench's job, not a test's).
+#[test]
+fn live_frame_generator_feeds_every_bench_receiver() {
+    let Some(net) = Netns::new(1) else {
+        eprintln!("skipped: needs root and iproute2");
+        return;
+    };
+    use tensorwire::bench::{measure, Receiver, Sender};
+    let dur = std::time::Duration::from_millis(300);
+    for receiver in Receiver::ALL {
+        for payload in [64usize, 1472] {
+            let (rate, sent) = measure(&net, receiver, payload, dur, Sender::LiveFrames)
+                .unwrap_or_else(|e| panic!("{}: {e:#}", receiver.name()));
+            let got = rate * dur.as_secs_f64();
+            assert!(sent > 0, "{}: nothing sent", receiver.name());
+            assert!(
+                got > 0.0,
+                "{} {payload} B: nothing received",
+                receiver.name()
+            );
+            assert!(
+                got <= sent as f64 + 1.0,
+                "{}: {got} received > {sent} sent",
+                receiver.name()
+            );
+        }
+    }
+}

@@ -142,7 +142,7 @@ impl SteeringProgram {
     }
 }
 
-fn if_index(ifname: &str) -> Result<u32, XdpError> {
+pub fn if_index(ifname: &str) -> Result<u32, XdpError> {
     let c = std::ffi::CString::new(ifname)
         .map_err(|e| XdpError::Interface(ifname.into(), std::io::Error::other(e)))?;
     // SAFETY: a valid NUL-terminated string.

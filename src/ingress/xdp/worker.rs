@@ -408,39 +408,3 @@ impl ReplySink for Sink<'_> {
         }
     }
 }
-
-/// RX queues of an interface, asked of the driver (ETHTOOL_GCHANNELS) in
-/// the calling thread's network namespace; sysfs would show the namespace
-/// /sys was mounted in, which is wrong for a thread that entered another
-/// one with setns. 1 when the driver does not say.
-pub fn rx_queues(ifname: &str) -> u32 {
-    const SIOCETHTOOL: libc::c_ulong = 0x8946;
-    const ETHTOOL_GCHANNELS: u32 = 0x3c;
-    // struct ethtool_channels: cmd, max_rx, max_tx, max_other,
-    // max_combined, rx_count, tx_count, other_count, combined_count.
-    let mut ch = [0u32; 9];
-    ch[0] = ETHTOOL_GCHANNELS;
-    // SAFETY: a zeroed ifreq; the name fits (checked); ifr_data points at
-    // `ch`, which outlives the ioctl; the socket is closed below.
-    unsafe {
-        let mut ifr: libc::ifreq = std::mem::zeroed();
-        let name = ifname.as_bytes();
-        if name.len() >= ifr.ifr_name.len() {
-            return 1;
-        }
-        for (d, &b) in ifr.ifr_name.iter_mut().zip(name) {
-            *d = b as libc::c_char;
-        }
-        ifr.ifr_ifru.ifru_data = ch.as_mut_ptr() as *mut libc::c_char;
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return 1;
-        }
-        let r = libc::ioctl(fd, SIOCETHTOOL as _, &mut ifr);
-        libc::close(fd);
-        if r != 0 {
-            return 1;
-        }
-    }
-    ch[5].max(ch[8]).max(1)
-}

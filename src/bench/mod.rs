@@ -3,9 +3,14 @@
 //! (the ceiling), measured in one run between two private network
 //! namespaces; plus image requests per second end to end. Needs root.
 //!
-//! The sender is an AF_XDP TX flood from the client namespace (faster than
-//! any socket sender here); the datagrams are not TWP (wrong magic), so the
-//! proxy core counts and drops each one: what is measured is the ingress.
+//! The sender is the kernel itself (`livegen`: BPF_PROG_TEST_RUN live
+//! frames, several Mpps; an AF_XDP TX flood where that is missing) in the
+//! client namespace; the datagrams are not TWP (wrong magic), so the proxy
+//! core counts and drops each one: what is measured is the ingress. The
+//! receiver and veth's receive work share one core; the sender has the
+//! other.
+
+pub mod livegen;
 
 use crate::client::{Client, Faults, RawImage};
 use crate::config::Config;
@@ -17,7 +22,8 @@ use crate::ingress::{DatagramHandler, ReplySink};
 use crate::netns::Netns;
 use crate::proxy::Proxy;
 use crate::server::XdpProxy;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use livegen::LiveFrameGenerator;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -65,9 +71,6 @@ fn flood(
     payload: usize,
     dur: Duration,
 ) -> Result<u64> {
-    // Sender on core 1, receivers on core 0 (veth runs the receive work on
-    // the sending CPU).
-    crate::server::pin_to_core(1);
     let ucfg = UmemConfig::builder()
         .comp_queue_size(QueueSize::new(2048)?)
         .fill_queue_size(QueueSize::new(2048)?)
@@ -114,30 +117,67 @@ fn flood(
     Ok(completed)
 }
 
-/// One receiver run: returns datagrams received per second.
-fn measure(
+/// Which sender drove a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sender {
+    /// BPF_PROG_TEST_RUN live frames (XDP_TX), several Mpps.
+    LiveFrames,
+    /// AF_XDP TX ring from user space (fallback when live frames fail).
+    AfXdpTx,
+}
+
+/// What receives the flood.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Receiver {
+    /// The proxy with its UDP socket ingress (mio + recvmmsg).
+    Socket,
+    /// The proxy with its AF_XDP ingress.
+    AfXdp,
+    /// A bare AF_XDP loop that drops every frame: the ceiling.
+    BareDrop,
+}
+
+impl Receiver {
+    pub const ALL: [Receiver; 3] = [Receiver::Socket, Receiver::AfXdp, Receiver::BareDrop];
+    pub fn name(self) -> &'static str {
+        match self {
+            Receiver::Socket => "socket",
+            Receiver::AfXdp => "af_xdp",
+            Receiver::BareDrop => "bare af_xdp drop",
+        }
+    }
+}
+
+/// One receiver run: (datagrams received per second, frames sent).
+pub fn measure(
     net: &Netns,
-    receiver: &'static str,
+    receiver: Receiver,
     payload: usize,
     dur: Duration,
+    sender: Sender,
 ) -> Result<(f64, u64)> {
     let (ifname, ip) = (net.proxy_if.clone(), net.proxy_ip.clone());
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let rx = Netns::run_in(&net.proxy_ns, move || -> Result<u64> {
-        crate::server::pin_to_core(0);
+        crate::server::pin_to_core(RECEIVER_CORE);
         let cfg = Config::builtin();
         let listen: SocketAddr = format!("{ip}:7878").parse()?;
         match receiver {
-            "socket" => {
+            Receiver::Socket => {
+                // Frames sent by XDP reach a veth without an XDP program
+                // only when its receive side runs NAPI, which GRO turns on.
+                crate::ingress::xdp::ethtool::set_gro(&ifname, true)
+                    .context("turning GRO on (veth NAPI mode)")?;
                 let mut proxy = Proxy::from_config(cfg.clone())?;
                 let mut ing = UdpIngress::bind_addr(listen, &cfg.ingress, cfg.limits.max_datagram)?;
                 ready_tx.send(()).ok();
                 ing.run(&mut proxy, &flag, |_, _| {})?;
+                crate::ingress::xdp::ethtool::set_gro(&ifname, false).ok();
                 Ok(proxy.stats().datagrams_in)
             }
-            "af_xdp" => {
+            Receiver::AfXdp => {
                 let mut c = cfg.clone();
                 c.ingress.interface = ifname;
                 c.admin.listen.clear();
@@ -148,7 +188,7 @@ fn measure(
                 }
                 Ok(p.stop()?.iter().map(|(s, _)| s.datagrams_in).sum())
             }
-            _ => {
+            Receiver::BareDrop => {
                 let prog = SteeringProgram::attach(&ifname, 7878, &[])?;
                 let mut q = XdpQueue::bind(&ifname, 0, &prog, &XdpConfig::default())?;
                 let mut h = Drop0(0);
@@ -159,6 +199,11 @@ fn measure(
         }
     });
     ready_rx.recv().context("receiver did not start")?;
+    // The receive work of veth (our XDP program, the AF_XDP copy, or the
+    // kernel's UDP stack) must count against the receiver's core, not run
+    // in the sender's softirq: threaded NAPI, pinned beside the receiver.
+    // Threaded mode resets on every XDP attach, so it is set per run.
+    net_napi_on_core(net, RECEIVER_CORE)?;
     let path = ReplyPath {
         peer_mac: mac_of(&net.proxy_ns, &net.proxy_if)?,
         our_mac: mac_of(&net.client_ns, &net.client_if)?,
@@ -168,15 +213,69 @@ fn measure(
     };
     let to: SocketAddr = format!("{}:7878", net.proxy_ip).parse()?;
     let cif = net.client_if.clone();
-    let sent = Netns::run_in(&net.client_ns, move || flood(&cif, path, to, payload, dur))
-        .join()
-        .map_err(|_| anyhow::anyhow!("sender panicked"))??;
+    let sent = Netns::run_in(&net.client_ns, move || -> Result<u64> {
+        crate::server::pin_to_core(SENDER_CORE);
+        match sender {
+            Sender::LiveFrames => {
+                let mut frame =
+                    vec![0u8; crate::ingress::xdp::frame::header_len(&path, &to) + payload];
+                build_reply(&mut frame, &path, &to, &vec![0x5au8; payload]).context("frame")?;
+                let ifindex = crate::ingress::xdp::loader::if_index(&cif)?;
+                LiveFrameGenerator::load()?.transmit(ifindex, &frame, dur)
+            }
+            Sender::AfXdpTx => flood(&cif, path, to, payload, dur),
+        }
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("sender panicked"))?;
     std::thread::sleep(Duration::from_millis(100));
     stop.store(true, Ordering::Relaxed);
     let got = rx
         .join()
         .map_err(|_| anyhow::anyhow!("receiver panicked"))??;
+    let sent = sent?;
     Ok((got as f64 / dur.as_secs_f64(), sent))
+}
+
+/// The receivers (and veth's receive work) run on core 0, the sender on 1.
+const RECEIVER_CORE: usize = 0;
+const SENDER_CORE: usize = 1;
+
+/// Puts the proxy interface's NAPI into a kernel thread and pins that
+/// thread to `core`.
+fn net_napi_on_core(net: &Netns, core: usize) -> Result<()> {
+    let dev = &net.proxy_if;
+    let st = std::process::Command::new("ip")
+        .args(["netns", "exec", &net.proxy_ns, "sh", "-c"])
+        .arg(format!("echo 1 > /sys/class/net/{dev}/threaded"))
+        .status()
+        .context("running ip netns exec")?;
+    if !st.success() {
+        bail!("cannot switch {dev} to threaded NAPI");
+    }
+    // Threads are named napi/<dev>-<id>, cut to 15 bytes.
+    let prefix: String = format!("napi/{dev}-").chars().take(15).collect();
+    let mut pinned = 0;
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        if comm.trim_end().starts_with(&prefix) {
+            // SAFETY: a plain cpu_set_t for an existing thread id.
+            unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(core, &mut set);
+                if libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0 {
+                    pinned += 1;
+                }
+            }
+        }
+    }
+    if pinned == 0 {
+        bail!("no NAPI thread of {dev} found to pin");
+    }
+    Ok(())
 }
 
 /// Image requests per second through the proxy (echo upstream), one
@@ -241,15 +340,31 @@ pub fn run(seconds: f64) -> Result<String> {
     let net = Netns::new(1)
         .context("the bench needs root and iproute2 (it creates two network namespaces)")?;
     let dur = Duration::from_secs_f64(seconds);
-    let mut out = String::from("| receiver (one queue, one core) | payload | sent/s | received dgrams/s | Gbit/s payload |\n|---|---|---|---|---|\n");
+    // Live frames when the kernel has them (5.18+), else AF_XDP TX.
+    let sender = match LiveFrameGenerator::load() {
+        Ok(_) => Sender::LiveFrames,
+        Err(e) => {
+            eprintln!("bench: live-frame generator unavailable ({e:#}); sending with AF_XDP TX");
+            Sender::AfXdpTx
+        }
+    };
+    let mut out = format!(
+        "sender: {} on core {SENDER_CORE}; receiver thread and the proxy veth's threaded NAPI on core {RECEIVER_CORE}\n\n\
+         | receiver (one queue, one core) | payload | sent/s | received dgrams/s | Gbit/s payload |\n|---|---|---|---|---|\n",
+        match sender {
+            Sender::LiveFrames => "BPF_PROG_TEST_RUN live frames (XDP_TX)",
+            Sender::AfXdpTx => "AF_XDP TX flood",
+        }
+    );
     let mut rates = Vec::new();
     for payload in [64usize, 1472] {
-        for receiver in ["socket", "af_xdp", "bare af_xdp drop"] {
-            eprintln!("bench: {receiver}, {payload} B ...");
-            let (rate, sent) = measure(&net, receiver, payload, dur)?;
+        for receiver in Receiver::ALL {
+            eprintln!("bench: {}, {payload} B ...", receiver.name());
+            let (rate, sent) = measure(&net, receiver, payload, dur, sender)?;
             rates.push((receiver, payload, rate));
             out += &format!(
-                "| {receiver} | {payload} B | {:.0} | {:.0} | {:.2} |\n",
+                "| {} | {payload} B | {:.0} | {:.0} | {:.2} |\n",
+                receiver.name(),
                 sent as f64 / dur.as_secs_f64(),
                 rate,
                 rate * payload as f64 * 8.0 / 1e9
@@ -257,7 +372,7 @@ pub fn run(seconds: f64) -> Result<String> {
         }
     }
     for payload in [64usize, 1472] {
-        let r = |n: &str| {
+        let r = |n: Receiver| {
             rates
                 .iter()
                 .find(|(a, p, _)| *a == n && *p == payload)
@@ -266,8 +381,8 @@ pub fn run(seconds: f64) -> Result<String> {
         };
         out += &format!(
             "\n{payload} B: AF_XDP / socket = {:.2}x; AF_XDP / bare drop = {:.0}%",
-            r("af_xdp") / r("socket").max(1.0),
-            100.0 * r("af_xdp") / r("bare af_xdp drop").max(1.0)
+            r(Receiver::AfXdp) / r(Receiver::Socket).max(1.0),
+            100.0 * r(Receiver::AfXdp) / r(Receiver::BareDrop).max(1.0)
         );
     }
     eprintln!("bench: images ...");
