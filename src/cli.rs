@@ -80,6 +80,10 @@ enum Command {
         /// Seconds per measurement.
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
+        /// Rounds of every measurement, interleaved; the table gives the
+        /// median and the range (robust against other jobs on the machine).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// End-to-end demo on loopback: starts a proxy, sends an image and a text, checks the tensors.
     Demo {
@@ -177,7 +181,7 @@ pub fn main() -> ExitCode {
             send,
         } => send_text(&file, &server, pipeline, overlap, &send),
         Command::Demo { image, text } => demo(&image, &text),
-        Command::Bench { seconds } => crate::bench::run(seconds).map(|report| {
+        Command::Bench { seconds, rounds } => crate::bench::run(seconds, rounds).map(|report| {
             println!("{report}");
             ExitCode::SUCCESS
         }),

@@ -335,8 +335,16 @@ fn images_per_second(net: &Netns, xdp: bool, dur: Duration) -> Result<f64> {
     Ok(n as f64 / dur.as_secs_f64())
 }
 
-/// Runs every measurement; returns the report as a Markdown table.
-pub fn run(seconds: f64) -> Result<String> {
+/// Median and range of a few measurements.
+fn summary(v: &mut [f64]) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+/// Runs every measurement `rounds` times, interleaved (so a burst of other
+/// work hits every receiver alike); returns the report as Markdown.
+pub fn run(seconds: f64, rounds: usize) -> Result<String> {
+    let rounds = rounds.max(1);
     let net = Netns::new(1)
         .context("the bench needs root and iproute2 (it creates two network namespaces)")?;
     let dur = Duration::from_secs_f64(seconds);
@@ -348,46 +356,63 @@ pub fn run(seconds: f64) -> Result<String> {
             Sender::AfXdpTx
         }
     };
+    const PAYLOADS: [usize; 2] = [64, 1472];
+    // (receiver, payload) -> received/s and sent/s per round.
+    let mut got = vec![Vec::new(); Receiver::ALL.len() * PAYLOADS.len()];
+    let mut sent = got.clone();
+    let slot = |r: usize, p: usize| r * PAYLOADS.len() + p;
+    let (mut img_socket, mut img_xdp) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        for (p, &payload) in PAYLOADS.iter().enumerate() {
+            for (r, &receiver) in Receiver::ALL.iter().enumerate() {
+                eprintln!(
+                    "bench: round {round}/{rounds}: {}, {payload} B ...",
+                    receiver.name()
+                );
+                let (rate, n) = measure(&net, receiver, payload, dur, sender)?;
+                got[slot(r, p)].push(rate);
+                sent[slot(r, p)].push(n as f64 / dur.as_secs_f64());
+            }
+        }
+        eprintln!("bench: round {round}/{rounds}: images ...");
+        img_socket.push(images_per_second(&net, false, dur)?);
+        img_xdp.push(images_per_second(&net, true, dur)?);
+    }
     let mut out = format!(
-        "sender: {} on core {SENDER_CORE}; receiver thread and the proxy veth's threaded NAPI on core {RECEIVER_CORE}\n\n\
+        "sender: {} on core {SENDER_CORE}; receiver thread and the proxy veth's threaded NAPI on core {RECEIVER_CORE}; \
+         {rounds} round(s) of {seconds} s: median [min–max]\n\n\
          | receiver (one queue, one core) | payload | sent/s | received dgrams/s | Gbit/s payload |\n|---|---|---|---|---|\n",
         match sender {
             Sender::LiveFrames => "BPF_PROG_TEST_RUN live frames (XDP_TX)",
             Sender::AfXdpTx => "AF_XDP TX flood",
         }
     );
-    let mut rates = Vec::new();
-    for payload in [64usize, 1472] {
-        for receiver in Receiver::ALL {
-            eprintln!("bench: {}, {payload} B ...", receiver.name());
-            let (rate, sent) = measure(&net, receiver, payload, dur, sender)?;
-            rates.push((receiver, payload, rate));
+    let mut median = vec![0.0; got.len()];
+    for (p, &payload) in PAYLOADS.iter().enumerate() {
+        for (r, &receiver) in Receiver::ALL.iter().enumerate() {
+            let (m, lo, hi) = summary(&mut got[slot(r, p)]);
+            let (s, _, _) = summary(&mut sent[slot(r, p)]);
+            median[slot(r, p)] = m;
             out += &format!(
-                "| {} | {payload} B | {:.0} | {:.0} | {:.2} |\n",
+                "| {} | {payload} B | {s:.0} | {m:.0} [{lo:.0}–{hi:.0}] | {:.2} |\n",
                 receiver.name(),
-                sent as f64 / dur.as_secs_f64(),
-                rate,
-                rate * payload as f64 * 8.0 / 1e9
+                m * payload as f64 * 8.0 / 1e9
             );
         }
     }
-    for payload in [64usize, 1472] {
-        let r = |n: Receiver| {
-            rates
-                .iter()
-                .find(|(a, p, _)| *a == n && *p == payload)
-                .map(|x| x.2)
-                .unwrap_or(0.0)
-        };
+    for (p, &payload) in PAYLOADS.iter().enumerate() {
+        let m = |r: usize| median[slot(r, p)].max(1.0);
         out += &format!(
-            "\n{payload} B: AF_XDP / socket = {:.2}x; AF_XDP / bare drop = {:.0}%",
-            r(Receiver::AfXdp) / r(Receiver::Socket).max(1.0),
-            100.0 * r(Receiver::AfXdp) / r(Receiver::BareDrop).max(1.0)
+            "\n{payload} B (medians): AF_XDP / socket = {:.2}x; AF_XDP / bare drop = {:.0}%",
+            m(1) / m(0),
+            100.0 * m(1) / m(2)
         );
     }
-    eprintln!("bench: images ...");
-    let s = images_per_second(&net, false, dur)?;
-    let x = images_per_second(&net, true, dur)?;
-    out += &format!("\n\n640x480 RGB -> 224x224 FP32 requests/s (echo upstream, one client, sequential): socket {s:.1}, AF_XDP {x:.1}\n");
+    let (s, slo, shi) = summary(&mut img_socket);
+    let (x, xlo, xhi) = summary(&mut img_xdp);
+    out += &format!(
+        "\n\n640x480 RGB -> 224x224 FP32 requests/s (echo upstream, one client, sequential): \
+         socket {s:.1} [{slo:.1}–{shi:.1}], AF_XDP {x:.1} [{xlo:.1}–{xhi:.1}]\n"
+    );
     Ok(out)
 }

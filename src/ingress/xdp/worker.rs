@@ -115,6 +115,8 @@ pub struct XdpQueue {
     fill_backlog: Vec<FrameDesc>,
     comp_descs: Vec<FrameDesc>,
     paths: HashMap<SocketAddr, ReplyPath>,
+    /// The path inserted last (it is in `paths`, unless cleared with it).
+    last_path: Option<(SocketAddr, ReplyPath)>,
     cfg: XdpConfig,
     pub stats: XdpWorkerStats,
 }
@@ -202,6 +204,7 @@ impl XdpQueue {
             tx_outstanding: 0,
             fill_backlog: Vec::with_capacity(cfg.ring_size as usize),
             paths: HashMap::new(),
+            last_path: None,
             cfg: cfg.clone(),
             stats: XdpWorkerStats {
                 queue,
@@ -277,10 +280,16 @@ impl XdpQueue {
                     self.stats.not_udp += 1;
                     continue;
                 };
-                if self.paths.len() >= self.cfg.reply_paths && !self.paths.contains_key(&d.from) {
-                    self.paths.clear();
+                // A request's datagrams come in bursts from one sender:
+                // skip the table (a hash per frame) when the path repeats.
+                if self.last_path != Some((d.from, d.path)) {
+                    if self.paths.len() >= self.cfg.reply_paths && !self.paths.contains_key(&d.from)
+                    {
+                        self.paths.clear();
+                    }
+                    self.paths.insert(d.from, d.path);
+                    self.last_path = Some((d.from, d.path));
                 }
-                self.paths.insert(d.from, d.path);
                 let payload = &frame[d.payload.0..d.payload.1];
                 let mut sink = Sink {
                     umem: &self.umem,
