@@ -36,6 +36,14 @@ pub struct Stats {
     pub state_bytes: u64,
     /// Resize coefficient tables built (cache misses).
     pub resize_plans_built: u64,
+    /// Requests handed to a model server.
+    pub upstream_calls: u64,
+    /// Requests waiting for a model server's answer now.
+    pub upstream_calls_waiting: u64,
+    /// Completions no request waited for (must stay 0).
+    pub upstream_unknown_completions: u64,
+    /// Per model server: calls, connections, failures by kind, breaker.
+    pub upstreams: Vec<crate::upstream::UpstreamStats>,
 }
 
 impl Stats {
