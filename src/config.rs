@@ -612,6 +612,50 @@ mod tests {
     }
 
     #[test]
+    fn upstream_keys_are_validated() {
+        let with = |ups: &str, upstream: &str| {
+            let text = DEFAULT_CONFIG.replacen(
+                "upstream = \"echo\"",
+                &format!("upstream = \"{upstream}\""),
+                1,
+            ) + ups;
+            Config::from_toml(&text).map_err(|e| e.to_string())
+        };
+        let ks = "\n[upstreams.triton]\nkind = \"kserve\"\nurl = \"http://127.0.0.1:8000\"\nmodel = \"resnet\"\n";
+        let c = with(ks, "triton").unwrap();
+        let u = &c.upstreams["triton"];
+        assert_eq!(
+            (u.connections, u.max_pending, u.request_timeout_ms),
+            (4, 256, 5000)
+        );
+        let e = with(ks, "tritn").unwrap_err();
+        assert!(
+            e.contains("pipelines[0].upstream") && e.contains("echo, triton"),
+            "{e}"
+        );
+        let e = with(&ks.replace("http://", "https://"), "triton").unwrap_err();
+        assert!(
+            e.contains("upstreams.triton.url") && e.contains("http://"),
+            "{e}"
+        );
+        let e = with(&format!("{ks}connections = 0\n"), "triton").unwrap_err();
+        assert!(e.contains("upstreams.triton.connections"), "{e}");
+        let e = with(&format!("{ks}colour = 1\n"), "triton").unwrap_err();
+        assert!(e.contains("colour"), "{e}");
+        // openai takes token ids: not for the image pipeline.
+        let oa = "\n[upstreams.vllm]\nkind = \"openai\"\nurl = \"http://127.0.0.1:8001\"\nmodel = \"m\"\n";
+        let e = with(oa, "vllm").unwrap_err();
+        assert!(
+            e.contains("pipelines[0].upstream") && e.contains("text pipelines"),
+            "{e}"
+        );
+        let e = with(&format!("{oa}params = {{ prompt = \"x\" }}\n"), "echo").unwrap_err();
+        assert!(e.contains("upstreams.vllm.params.prompt"), "{e}");
+        let c = with(&format!("{oa}endpoint = \"embeddings\"\nparams = {{ max_tokens = 16, temperature = 0.0 }}\n"), "echo").unwrap();
+        assert_eq!(c.upstreams["vllm"].params["max_tokens"], 16);
+    }
+
+    #[test]
     fn tokenizer_display_names() {
         let mut t = Config::builtin().pipelines[1].text.clone().unwrap();
         assert_eq!(t.display_name(), "all-MiniLM-L6-v2");

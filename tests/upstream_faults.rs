@@ -1,0 +1,229 @@
+//! Model servers that misbehave: not started, answering 500, answering
+//! something that is not HTTP, stalling, closing; a full queue. Each
+//! request gets exactly one ERROR with the right code, ingress is never
+//! blocked, and every counter of work in flight returns to zero.
+
+mod support;
+
+use std::time::{Duration, Instant};
+use support::{free_port, FakeServer, Fault};
+use tensorwire::client::{Client, Faults, Reply};
+use tensorwire::config::Config;
+use tensorwire::proxy::Stats;
+use tensorwire::server::RunningProxy;
+use tensorwire::upstream::UpstreamStats;
+use tensorwire::wire::ErrorCode;
+
+/// Text pipeline 2 to the upstream at `url`, text pipeline 9 to echo.
+fn config(url: &str, extra: &str) -> Config {
+    Config::from_toml(&format!(
+        r#"
+[admin]
+listen = ""
+[upstreams.model]
+kind = "kserve"
+url = "{url}"
+model = "m"
+connect_timeout_ms = 500
+request_timeout_ms = 400
+reconnect_backoff_ms = 50
+reconnect_backoff_max_ms = 200
+{extra}
+
+[[pipelines]]
+id = 2
+name = "text"
+kind = "text"
+upstream = "model"
+[pipelines.text]
+tokenizer = "builtin:all-MiniLM-L6-v2"
+
+[[pipelines]]
+id = 9
+name = "local"
+kind = "text"
+upstream = "echo"
+[pipelines.text]
+tokenizer = "builtin:all-MiniLM-L6-v2"
+"#
+    ))
+    .unwrap()
+}
+
+fn start(cfg: Config) -> (RunningProxy, Client) {
+    let proxy = RunningProxy::spawn(cfg, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut c = Client::connect(proxy.addr).unwrap();
+    c.timeout = Duration::from_secs(5);
+    (proxy, c)
+}
+
+fn send(c: &mut Client, pipeline: u16) -> Reply {
+    c.send_text(pipeline, b"hello upstream", 0, 1472, &Faults::default())
+        .unwrap()
+}
+
+fn error(r: Reply) -> (ErrorCode, String) {
+    match r {
+        Reply::Error { code, message } => (code, message),
+        other => panic!("expected an ERROR, got {other:?}"),
+    }
+}
+
+/// Nothing left in flight anywhere, all connections closed at stop.
+fn assert_drained(stats: &Stats) -> &UpstreamStats {
+    assert_eq!(stats.requests_in_flight, 0, "{stats:?}");
+    assert_eq!(stats.upstream_calls_waiting, 0);
+    assert_eq!(stats.upstream_unknown_completions, 0);
+    let u = &stats.upstreams[0];
+    assert_eq!(u.pool.calls_in_flight, 0, "{u:?}");
+    assert_eq!(u.pool.connections_open, 0, "{u:?}");
+    u
+}
+
+#[test]
+fn server_not_started_fails_fast_and_opens_the_breaker() {
+    let port = free_port();
+    let (proxy, mut c) = start(config(
+        &format!("http://127.0.0.1:{port}"),
+        "breaker = { failures = 3, open_ms = 60000 }",
+    ));
+    let d = c.describe().unwrap();
+    assert_eq!(d["upstreams"][0]["ready_at_start"], false);
+    assert!(d["upstreams"][0]["not_ready_because"]
+        .as_str()
+        .unwrap()
+        .contains("connect"));
+    for i in 0..6 {
+        let t0 = Instant::now();
+        let (code, msg) = error(send(&mut c, 2));
+        assert_eq!(code, ErrorCode::UpstreamUnavailable, "{msg}");
+        assert!(
+            t0.elapsed() < Duration::from_millis(300),
+            "request {i} took {:?}",
+            t0.elapsed()
+        );
+        if i >= 3 {
+            assert!(msg.contains("circuit breaker open"), "{i}: {msg}");
+        }
+    }
+    assert_eq!(c.describe().unwrap()["upstreams"][0]["breaker"], "open");
+    let (stats, _) = proxy.stop().unwrap();
+    let u = assert_drained(&stats);
+    assert_eq!(u.breaker_opens, 1);
+    assert_eq!(u.breaker_rejects, 3);
+    assert_eq!(u.pool.calls_unavailable, 3);
+    assert_eq!(stats.errors(ErrorCode::UpstreamUnavailable), 6);
+}
+
+#[test]
+fn http_500_is_upstream_error_with_the_servers_message() {
+    let s = FakeServer::start(Fault::Status500);
+    let (proxy, mut c) = start(config(&s.url(), ""));
+    for _ in 0..3 {
+        let (code, msg) = error(send(&mut c, 2));
+        assert_eq!(code, ErrorCode::UpstreamError);
+        assert!(
+            msg.contains("HTTP 500") && msg.contains("CUDA out of memory"),
+            "{msg}"
+        );
+    }
+    let (stats, _) = proxy.stop().unwrap();
+    let u = assert_drained(&stats);
+    assert_eq!(u.http_errors, 3);
+    // The server answers: keep-alive reused, breaker stays closed.
+    assert_eq!(u.pool.connects, 1);
+    assert_eq!(u.breaker_opens, 0);
+}
+
+#[test]
+fn malformed_http_is_upstream_error() {
+    let s = FakeServer::start(Fault::Garbage);
+    let (proxy, mut c) = start(config(&s.url(), ""));
+    for _ in 0..2 {
+        let (code, msg) = error(send(&mut c, 2));
+        assert_eq!(code, ErrorCode::UpstreamError);
+        assert!(msg.contains("malformed HTTP answer"), "{msg}");
+    }
+    let (stats, _) = proxy.stop().unwrap();
+    let u = assert_drained(&stats);
+    assert_eq!(u.pool.calls_malformed, 2);
+}
+
+#[test]
+fn closed_without_answer_is_unavailable() {
+    let s = FakeServer::start(Fault::Close);
+    let (proxy, mut c) = start(config(&s.url(), ""));
+    let (code, msg) = error(send(&mut c, 2));
+    assert_eq!(code, ErrorCode::UpstreamUnavailable, "{msg}");
+    let (stats, _) = proxy.stop().unwrap();
+    assert_drained(&stats);
+}
+
+#[test]
+fn stalled_server_times_out_without_blocking_ingress() {
+    let s = FakeServer::start(Fault::Stall);
+    let (proxy, c) = start(config(&s.url(), ""));
+    let addr = proxy.addr;
+    let stalled = std::thread::spawn(move || {
+        let mut c = c;
+        let t0 = Instant::now();
+        let r = send(&mut c, 2);
+        (r, t0.elapsed())
+    });
+    // While that call hangs upstream, the echo pipeline and DESCRIBE on
+    // the same proxy answer at once.
+    std::thread::sleep(Duration::from_millis(50));
+    let mut other = Client::connect(addr).unwrap();
+    let t0 = Instant::now();
+    assert!(matches!(
+        send(&mut other, 9),
+        Reply::Response {
+            content_type: 2,
+            ..
+        }
+    ));
+    other.describe().unwrap();
+    assert!(
+        t0.elapsed() < Duration::from_millis(200),
+        "{:?}",
+        t0.elapsed()
+    );
+    let (r, took) = stalled.join().unwrap();
+    let (code, msg) = error(r);
+    assert_eq!(code, ErrorCode::UpstreamUnavailable);
+    assert!(msg.contains("no answer") && msg.contains("400 ms"), "{msg}");
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_millis(1500),
+        "{took:?}"
+    );
+    let (stats, _) = proxy.stop().unwrap();
+    let u = assert_drained(&stats);
+    assert_eq!(u.pool.calls_timed_out, 1);
+}
+
+#[test]
+fn full_queue_is_overloaded() {
+    let s = FakeServer::start(Fault::Stall);
+    let (proxy, _c) = start(config(&s.url(), "connections = 1\nmax_pending = 1"));
+    // One call on the connection, one queued: the third is shed.
+    let addr = proxy.addr;
+    let mut waiters = Vec::new();
+    for _ in 0..2 {
+        waiters.push(std::thread::spawn(move || {
+            let mut c = Client::connect(addr).unwrap();
+            error(send(&mut c, 2)).0
+        }));
+        std::thread::sleep(Duration::from_millis(80));
+    }
+    let mut c = Client::connect(addr).unwrap();
+    let (code, msg) = error(send(&mut c, 2));
+    assert_eq!(code, ErrorCode::Overloaded, "{msg}");
+    for w in waiters {
+        assert_eq!(w.join().unwrap(), ErrorCode::UpstreamUnavailable);
+    }
+    let (stats, _) = proxy.stop().unwrap();
+    let u = assert_drained(&stats);
+    assert_eq!(u.pool.calls_overloaded, 1);
+    assert_eq!(u.pool.calls_timed_out, 2);
+    assert_eq!(stats.errors(ErrorCode::Overloaded), 1);
+}
