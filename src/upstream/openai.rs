@@ -75,9 +75,10 @@ pub fn prompt_ids(tensors: &[Tensor]) -> Result<Vec<i64>, String> {
     }
 }
 
-/// The JSON body: the configured `params` (max_tokens, temperature, ...),
-/// then `model` and the ids as `prompt` (completions) or `input`
-/// (embeddings).
+/// The JSON body: `add_special_tokens: false` (the ids already have them;
+/// vLLM adds none to id prompts anyway, this says so explicitly), the
+/// configured `params` (max_tokens, temperature, ...), then `model` and
+/// the ids as `prompt` (completions) or `input` (embeddings).
 pub fn request_body(
     endpoint: Endpoint,
     model: &str,
@@ -85,7 +86,9 @@ pub fn request_body(
     tensors: &[Tensor],
 ) -> Result<Vec<u8>, String> {
     let ids = prompt_ids(tensors)?;
-    let mut body = params.clone();
+    let mut body = Map::new();
+    body.insert("add_special_tokens".into(), Value::from(false));
+    body.extend(params.clone());
     body.insert("model".into(), Value::from(model));
     let key = match endpoint {
         Endpoint::Completions => "prompt",
@@ -128,7 +131,8 @@ mod tests {
         let v: Value = serde_json::from_slice(&b).unwrap();
         assert_eq!(
             v,
-            json!({"model": "m", "prompt": [101, 7592, 102], "max_tokens": 16, "temperature": 0.0})
+            json!({"model": "m", "prompt": [101, 7592, 102], "max_tokens": 16, "temperature": 0.0,
+                   "add_special_tokens": false})
         );
     }
 
@@ -137,7 +141,10 @@ mod tests {
         let t = vec![Tensor::from_ids("input_ids", DType::Int32, &[1, 2, 3])];
         let b = request_body(Endpoint::Embeddings, "e", &Map::new(), &t).unwrap();
         let v: Value = serde_json::from_slice(&b).unwrap();
-        assert_eq!(v, json!({"model": "e", "input": [1, 2, 3]}));
+        assert_eq!(
+            v,
+            json!({"model": "e", "input": [1, 2, 3], "add_special_tokens": false})
+        );
         let img = vec![Tensor {
             name: "input".into(),
             dtype: DType::Fp32,
