@@ -242,9 +242,34 @@ fn client(s: &ServerArgs) -> Result<Client> {
 }
 
 fn describe(s: &ServerArgs) -> Result<ExitCode> {
-    let d = client(s)?
+    let mut d = client(s)?
         .describe()
         .with_context(|| format!("DESCRIBE to {}", s.server))?;
+    // Readiness now, asked of each model server from here (the proxy's
+    // event loop never blocks on it; DESCRIBE carries the start-up check).
+    if let Some(ups) = d["upstreams"].as_array_mut() {
+        for u in ups {
+            let kind = match u["kind"].as_str() {
+                Some("kserve") => crate::upstream::UpstreamKind::Kserve,
+                Some("openai") => crate::upstream::UpstreamKind::Openai,
+                _ => continue,
+            };
+            let r =
+                crate::upstream::HttpUrl::parse(u["url"].as_str().unwrap_or("")).and_then(|url| {
+                    crate::upstream::check_ready(
+                        kind,
+                        &url,
+                        u["model"].as_str().unwrap_or(""),
+                        u["version"].as_str().unwrap_or(""),
+                        Duration::from_secs_f64(s.timeout.min(2.0)),
+                    )
+                });
+            u["ready_now"] = r.is_ok().into();
+            if let Err(e) = r {
+                u["not_ready_now_because"] = e.into();
+            }
+        }
+    }
     println!("{}", serde_json::to_string_pretty(&d)?);
     Ok(ExitCode::SUCCESS)
 }

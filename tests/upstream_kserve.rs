@@ -326,3 +326,73 @@ fn server_killed_mid_run_and_restarted() {
     assert_eq!(stats.upstream_calls_waiting, 0);
     assert_eq!(stats.requests_in_flight, 0);
 }
+
+#[test]
+fn describe_reports_readiness_at_start_and_now() {
+    let mut server = PyServer::kserve();
+    let port = support::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let dir = std::env::temp_dir().join(format!("tw-ready-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tw.toml");
+    let text = format!(
+        "[ingress]\nmode = \"socket\"\nlisten = \"{listen}\"\n[admin]\nlisten = \"\"\n\
+         [upstreams.triton]\nkind = \"kserve\"\nurl = \"{}\"\nmodel = \"identity\"\n\
+         [[pipelines]]\nid = 1\nname = \"t\"\nkind = \"text\"\nupstream = \"triton\"\n\
+         [pipelines.text]\ntokenizer = \"builtin:all-MiniLM-L6-v2\"\n",
+        server.url()
+    );
+    std::fs::write(&path, text).unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _proxy = Kill(
+        std::process::Command::new(env!("CARGO_BIN_EXE_tensorwire"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let describe = || -> Option<serde_json::Value> {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tensorwire"))
+            .args(["describe", "--server", &listen, "--timeout", "0.5"])
+            .output()
+            .unwrap();
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).unwrap())
+    };
+    let t0 = Instant::now();
+    let d = loop {
+        if let Some(d) = describe() {
+            break d;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "proxy did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let u = &d["upstreams"][0];
+    assert_eq!(u["name"], "triton");
+    assert_eq!(u["ready_at_start"], true, "{u}");
+    assert_eq!(u["ready_now"], true, "{u}");
+    server.kill();
+    let d = describe().unwrap();
+    let u = &d["upstreams"][0];
+    assert_eq!(u["ready_at_start"], true);
+    assert_eq!(u["ready_now"], false, "{u}");
+    assert!(
+        u["not_ready_now_because"]
+            .as_str()
+            .unwrap()
+            .contains("connect"),
+        "{u}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

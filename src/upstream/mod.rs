@@ -275,25 +275,15 @@ impl Upstream {
         }
     }
 
-    /// Readiness: KServe's server and model ready endpoints, or vLLM's
-    /// `/health`. Blocking: start-up only.
+    /// Readiness (blocking; start-up only): see [`check_ready`].
     pub fn check_ready(&self, timeout: Duration) -> Result<(), String> {
-        let addr = self.url.resolve()?;
-        let paths: Vec<String> = match self.cfg.kind {
-            UpstreamKind::Kserve => {
-                kserve::ready_paths(&self.url.base_path, &self.cfg.model, &self.cfg.version)
-                    .to_vec()
-            }
-            UpstreamKind::Openai => vec![format!("{}/health", self.url.base_path)],
-        };
-        for p in paths {
-            let r = http::get_blocking(addr, &self.url.authority, &p, timeout)
-                .map_err(|e| e.to_string())?;
-            if r.status != 200 {
-                return Err(format!("GET {p}: HTTP {}", r.status));
-            }
-        }
-        Ok(())
+        check_ready(
+            self.cfg.kind,
+            &self.url,
+            &self.cfg.model,
+            &self.cfg.version,
+            timeout,
+        )
     }
 
     pub fn stats(&self) -> UpstreamStats {
@@ -311,8 +301,9 @@ impl Upstream {
             "model": self.cfg.model, "breaker": self.breaker.name(),
             "connections_open": self.pool.stats.connections_open,
         });
-        if self.cfg.kind == UpstreamKind::Openai {
-            v["endpoint"] = self.cfg.endpoint.name().into();
+        match self.cfg.kind {
+            UpstreamKind::Openai => v["endpoint"] = self.cfg.endpoint.name().into(),
+            UpstreamKind::Kserve => v["version"] = self.cfg.version.clone().into(),
         }
         if let Some(r) = &self.ready_at_start {
             v["ready_at_start"] = r.is_ok().into();
@@ -322,6 +313,30 @@ impl Upstream {
         }
         v
     }
+}
+
+/// Readiness of a model server: KServe's `/v2/health/ready` and
+/// `/v2/models/{m}[/versions/{v}]/ready`, or vLLM's `/health`. Blocking:
+/// for start-up and `tensorwire describe`, never on the event loop.
+pub fn check_ready(
+    kind: UpstreamKind,
+    url: &HttpUrl,
+    model: &str,
+    version: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    let addr = url.resolve()?;
+    let paths: Vec<String> = match kind {
+        UpstreamKind::Kserve => kserve::ready_paths(&url.base_path, model, version).to_vec(),
+        UpstreamKind::Openai => vec![format!("{}/health", url.base_path)],
+    };
+    for p in paths {
+        let r = http::get_blocking(addr, &url.authority, &p, timeout).map_err(|e| e.to_string())?;
+        if r.status != 200 {
+            return Err(format!("GET {p}: HTTP {}", r.status));
+        }
+    }
+    Ok(())
 }
 
 /// A finished call.
