@@ -151,12 +151,17 @@ fn identity_and_channel_mean_against_real_kserve() {
     assert!(ups.iter().all(|u| u["ready_at_start"] == true), "{ups:?}");
 
     let img = load_image(&repo("testdata/images/astronaut.png"), None).unwrap();
-    // FP32 NCHW, bit for bit.
+    // FP32 NCHW, bit for bit; shuffled, with duplicates arriving after
+    // the request is complete (while it waits upstream: they must start
+    // no new request).
     let want = image_plan(&pipelines, 1).run_whole(&img.data, img.width, img.height, img.format);
-    let t = tensors(
-        &c.send_image(1, &img, None, 1472, &Faults::default())
-            .unwrap(),
-    );
+    let faults = Faults {
+        dup: 0.3,
+        reorder: true,
+        seed: 7,
+        ..Faults::default()
+    };
+    let t = tensors(&c.send_image(1, &img, None, 1472, &faults).unwrap());
     assert_eq!(t.len(), 1);
     assert_eq!(t[0].name, "pixel_values");
     assert_eq!(t[0].dtype, DType::Fp32);
@@ -228,7 +233,14 @@ fn identity_and_channel_mean_against_real_kserve() {
         assert_eq!(i64::from_le_bytes(out.data[..8].try_into().unwrap()), ours);
     }
 
+    // Late duplicates got no INCOMPLETE (one answer per request).
+    std::thread::sleep(Duration::from_millis(600));
     let (stats, _) = proxy.stop().unwrap();
+    assert_eq!(stats.errors_sent, 0, "{stats:?}");
+    assert!(
+        stats.duplicate_fragments + stats.late_fragments > 0,
+        "{stats:?}"
+    );
     let ks = &stats.upstreams;
     assert_eq!(stats.upstream_calls, 5);
     assert_eq!(stats.requests_completed, 5);

@@ -58,6 +58,9 @@ pub struct Proxy {
     /// Upstream index per pipeline index (None: echo).
     pipeline_upstream: Vec<Option<usize>>,
     waiting: HashMap<(usize, CallId), Waiting>,
+    /// Keys of `waiting`: their late fragments must not start a new
+    /// request (the key becomes "answered" when the answer is sent).
+    waiting_keys: std::collections::HashSet<Key>,
     completions: Vec<Completion>,
 }
 
@@ -79,6 +82,7 @@ impl Proxy {
             upstreams,
             pipeline_upstream,
             waiting: HashMap::new(),
+            waiting_keys: std::collections::HashSet::new(),
             completions: Vec::new(),
             reassembler: Reassembler::new(&config.limits),
             resize_cache: ResizeCache::new(64),
@@ -190,7 +194,7 @@ impl Proxy {
             self.stats.dropped_reply_kind += 1;
             return;
         }
-        if self.reassembler.is_answered(&key, now) {
+        if self.reassembler.is_answered(&key, now) || self.waiting_keys.contains(&key) {
             self.stats.late_fragments += 1;
             return;
         }
@@ -466,6 +470,7 @@ impl Proxy {
                             release,
                         };
                         self.waiting.insert((u, call), w);
+                        self.waiting_keys.insert(key);
                         // Answered later, from `upstream_ready`.
                         return;
                     }
@@ -527,6 +532,7 @@ impl Proxy {
                 self.stats.upstream_unknown_completions += 1;
                 continue;
             };
+            self.waiting_keys.remove(&w.key);
             match c.result {
                 Ok((ct, header_len, body)) => {
                     self.respond(out, w.key, w.pipeline_id, ct, header_len, &body)
