@@ -78,6 +78,21 @@ impl fmt::Display for Stats {
                 write!(f, " {}={}", c.name(), n)?;
             }
         }
+        for u in &self.upstreams {
+            write!(
+                f,
+                " | {}: calls={} in_flight={} ok={} unavailable={} timed_out={} http_errors={} conns={} breaker={}",
+                u.name,
+                u.pool.calls,
+                u.pool.calls_in_flight,
+                u.pool.calls_ok,
+                u.pool.calls_unavailable + u.breaker_rejects,
+                u.pool.calls_timed_out,
+                u.http_errors,
+                u.pool.connections_open,
+                u.breaker
+            )?;
+        }
         Ok(())
     }
 }

@@ -365,6 +365,8 @@ pub struct Upstreams {
     events: Events,
     list: Vec<Upstream>,
     done: Vec<(CallId, Result<HttpResponse, HttpError>)>,
+    /// Tokens of one poll round (reused: no allocation per wakeup).
+    tokens: Vec<Token>,
 }
 
 impl std::fmt::Debug for Upstreams {
@@ -423,6 +425,7 @@ impl Upstreams {
             events: Events::with_capacity(256),
             list,
             done: Vec::new(),
+            tokens: Vec::new(),
         })
     }
 
@@ -517,8 +520,9 @@ impl Upstreams {
             if self.events.is_empty() {
                 break;
             }
-            let tokens: Vec<Token> = self.events.iter().map(|e| e.token()).collect();
-            for t in tokens {
+            self.tokens.clear();
+            self.tokens.extend(self.events.iter().map(|e| e.token()));
+            for &t in &self.tokens {
                 let i = t.0 / TOKENS_PER_UPSTREAM;
                 if let Some(u) = self.list.get_mut(i) {
                     if u.pool.owns(t) {
