@@ -14,8 +14,25 @@ use tensorwire::server::RunningProxy;
 use tensorwire::upstream::UpstreamStats;
 use tensorwire::wire::ErrorCode;
 
-/// Text pipeline 2 to the upstream at `url`, text pipeline 9 to echo.
+/// Text pipeline 2 to the upstream at `url`, text pipeline 9 to echo;
+/// `extra` keys of the upstream replace the defaults here.
 fn config(url: &str, extra: &str) -> Config {
+    let defaults = [
+        "connect_timeout_ms = 500",
+        "request_timeout_ms = 400",
+        "reconnect_backoff_ms = 50",
+        "reconnect_backoff_max_ms = 200",
+    ];
+    let overridden = |d: &&str| {
+        let key = d.split(" = ").next().unwrap();
+        extra.lines().any(|l| l.starts_with(&format!("{key} = ")))
+    };
+    let defaults: Vec<&str> = defaults
+        .iter()
+        .filter(|d| !overridden(d))
+        .copied()
+        .collect();
+    let defaults = defaults.join("\n");
     Config::from_toml(&format!(
         r#"
 [admin]
@@ -24,10 +41,7 @@ listen = ""
 kind = "kserve"
 url = "{url}"
 model = "m"
-connect_timeout_ms = 500
-request_timeout_ms = 400
-reconnect_backoff_ms = 50
-reconnect_backoff_max_ms = 200
+{defaults}
 {extra}
 
 [[pipelines]]
@@ -162,7 +176,7 @@ fn closed_without_answer_is_unavailable() {
 #[test]
 fn stalled_server_times_out_without_blocking_ingress() {
     let s = FakeServer::start(Fault::Stall);
-    let (proxy, c) = start(config(&s.url(), ""));
+    let (proxy, c) = start(config(&s.url(), "request_timeout_ms = 1500"));
     let addr = proxy.addr;
     let stalled = std::thread::spawn(move || {
         let mut c = c;
@@ -171,29 +185,38 @@ fn stalled_server_times_out_without_blocking_ingress() {
         (r, t0.elapsed())
     });
     // While that call hangs upstream, the echo pipeline and DESCRIBE on
-    // the same proxy answer at once.
+    // the same proxy answer long before it times out.
     std::thread::sleep(Duration::from_millis(50));
     let mut other = Client::connect(addr).unwrap();
     let t0 = Instant::now();
-    assert!(matches!(
-        send(&mut other, 9),
-        Reply::Response {
-            content_type: 2,
-            ..
-        }
-    ));
-    other.describe().unwrap();
+    for _ in 0..5 {
+        assert!(matches!(
+            send(&mut other, 9),
+            Reply::Response {
+                content_type: 2,
+                ..
+            }
+        ));
+        other.describe().unwrap();
+    }
     assert!(
-        t0.elapsed() < Duration::from_millis(200),
+        t0.elapsed() < Duration::from_millis(1000),
         "{:?}",
         t0.elapsed()
+    );
+    assert!(
+        !stalled.is_finished(),
+        "the stalled call must still be waiting"
     );
     let (r, took) = stalled.join().unwrap();
     let (code, msg) = error(r);
     assert_eq!(code, ErrorCode::UpstreamUnavailable);
-    assert!(msg.contains("no answer") && msg.contains("400 ms"), "{msg}");
     assert!(
-        took >= Duration::from_millis(400) && took < Duration::from_millis(1500),
+        msg.contains("no answer") && msg.contains("1500 ms"),
+        "{msg}"
+    );
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_millis(3000),
         "{took:?}"
     );
     let (stats, _) = proxy.stop().unwrap();
@@ -205,20 +228,32 @@ fn stalled_server_times_out_without_blocking_ingress() {
 fn full_queue_is_overloaded() {
     let s = FakeServer::start(Fault::Stall);
     let (proxy, _c) = start(config(&s.url(), "connections = 1\nmax_pending = 1"));
-    // One call on the connection, one queued: the third is shed.
+    // One call on the connection (the server has it), one queued: the
+    // third is shed.
     let addr = proxy.addr;
-    let mut waiters = Vec::new();
-    for _ in 0..2 {
-        waiters.push(std::thread::spawn(move || {
+    let spawn = || {
+        std::thread::spawn(move || {
             let mut c = Client::connect(addr).unwrap();
             error(send(&mut c, 2)).0
-        }));
-        std::thread::sleep(Duration::from_millis(80));
+        })
+    };
+    // (The start-up readiness GET was one request already.)
+    let before = s.requests.load(std::sync::atomic::Ordering::Relaxed);
+    let first = spawn();
+    let t0 = Instant::now();
+    while s.requests.load(std::sync::atomic::Ordering::Relaxed) == before {
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "the first call never arrived"
+        );
+        std::thread::sleep(Duration::from_millis(5));
     }
+    let second = spawn();
+    std::thread::sleep(Duration::from_millis(100));
     let mut c = Client::connect(addr).unwrap();
     let (code, msg) = error(send(&mut c, 2));
     assert_eq!(code, ErrorCode::Overloaded, "{msg}");
-    for w in waiters {
+    for w in [first, second] {
         assert_eq!(w.join().unwrap(), ErrorCode::UpstreamUnavailable);
     }
     let (stats, _) = proxy.stop().unwrap();

@@ -471,7 +471,11 @@ impl Proxy {
                         };
                         self.waiting.insert((u, call), w);
                         self.waiting_keys.insert(key);
-                        // Answered later, from `upstream_ready`.
+                        // Answered later, from `upstream_ready` (at once
+                        // if the call already failed inside submit).
+                        if self.upstreams.has_completions() {
+                            self.upstream_ready(now, out);
+                        }
                         return;
                     }
                     Err(f) => self.error(

@@ -415,6 +415,10 @@ impl Pool {
         Ok(id)
     }
 
+    pub fn has_done(&self) -> bool {
+        !self.done.is_empty()
+    }
+
     /// Completed calls since the last take.
     pub fn take_done(&mut self, into: &mut Vec<(CallId, Result<HttpResponse, HttpError>)>) {
         into.append(&mut self.done);

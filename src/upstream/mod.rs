@@ -583,6 +583,12 @@ impl Upstreams {
         }
     }
 
+    /// Whether calls finished without an event to announce them (a
+    /// connect refused synchronously inside `submit`): drive now.
+    pub fn has_completions(&self) -> bool {
+        self.list.iter().any(|u| u.pool.has_done())
+    }
+
     /// Closes every connection; calls in flight complete as UNAVAILABLE
     /// (collected by the next [`Upstreams::drive`]).
     pub fn shutdown(&mut self) {
