@@ -145,7 +145,9 @@ fn identity_and_channel_mean_against_real_kserve() {
 
     // DESCRIBE names the upstreams and their readiness at start.
     let d = c.describe().unwrap();
-    assert_eq!(d["pipelines"][0]["upstream"], "triton");
+    // The spec's `upstream` is the kind; the name is `upstream_name`.
+    assert_eq!(d["pipelines"][0]["upstream"], "kserve");
+    assert_eq!(d["pipelines"][0]["upstream_name"], "triton");
     let ups = d["upstreams"].as_array().unwrap();
     assert_eq!(ups.len(), 2);
     assert!(ups.iter().all(|u| u["ready_at_start"] == true), "{ups:?}");

@@ -96,6 +96,7 @@ fn completions_and_embeddings_with_token_ids() {
     let d = c.describe().unwrap();
     let ups = d["upstreams"].as_array().unwrap();
     assert!(ups.iter().all(|u| u["ready_at_start"] == true), "{ups:?}");
+    assert_eq!(d["pipelines"][0]["upstream"], "openai");
     // Upstreams are listed by name.
     assert_eq!(ups[2]["name"], "vllm-embed");
     assert_eq!(ups[2]["endpoint"], "embeddings");
