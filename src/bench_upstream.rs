@@ -9,6 +9,8 @@
 //!    keep-alive connection;
 //! 3. echo: client -> proxy with the built-in echo upstream (the proxy's
 //!    own cost, no model server).
+//!
+//! Every answer is checked against the transform computed here.
 
 use crate::client::{Client, Faults, RawImage};
 use crate::config::Config;
@@ -34,26 +36,50 @@ pub struct PathResult {
     pub p99_us: u64,
 }
 
-fn measure(name: &str, seconds: f64, mut one: impl FnMut() -> Result<()>) -> Result<PathResult> {
-    for _ in 0..20 {
-        one().with_context(|| format!("{name}: warm-up"))?;
+/// Runs the paths in turn, one request each per round, for `seconds`:
+/// interleaved, so a noisy machine (other jobs on these 2 cores) weighs
+/// on every path alike.
+type OneRequest<'a> = Box<dyn FnMut() -> Result<()> + 'a>;
+
+fn measure_interleaved(
+    seconds: f64,
+    paths: &mut [(&str, OneRequest<'_>)],
+) -> Result<Vec<PathResult>> {
+    for (name, one) in paths.iter_mut() {
+        for _ in 0..20 {
+            one().with_context(|| format!("{name}: warm-up"))?;
+        }
     }
-    let mut h = Histogram::<u64>::new(3)?;
+    let mut hists = paths
+        .iter()
+        .map(|_| Histogram::<u64>::new(3))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut busy = vec![Duration::ZERO; paths.len()];
     let t0 = Instant::now();
     let dur = Duration::from_secs_f64(seconds);
     while t0.elapsed() < dur {
-        let t = Instant::now();
-        one().with_context(|| format!("{name}: request"))?;
-        h.record(t.elapsed().as_micros() as u64)?;
+        for (i, (name, one)) in paths.iter_mut().enumerate() {
+            let t = Instant::now();
+            one().with_context(|| format!("{name}: request"))?;
+            let e = t.elapsed();
+            busy[i] += e;
+            hists[i].record(e.as_micros() as u64)?;
+        }
     }
-    let secs = t0.elapsed().as_secs_f64();
-    Ok(PathResult {
-        name: name.into(),
-        requests: h.len(),
-        requests_per_s: h.len() as f64 / secs,
-        p50_us: h.value_at_quantile(0.5),
-        p99_us: h.value_at_quantile(0.99),
-    })
+    Ok(paths
+        .iter()
+        .zip(hists)
+        .zip(busy)
+        .map(|(((name, _), h), busy)| PathResult {
+            name: name.to_string(),
+            requests: h.len(),
+            // Closed loop, one client: requests per second of this
+            // path's own time.
+            requests_per_s: h.len() as f64 / busy.as_secs_f64(),
+            p50_us: h.value_at_quantile(0.5),
+            p99_us: h.value_at_quantile(0.99),
+        })
+        .collect())
 }
 
 /// A keep-alive HTTP/1.1 connection for the direct path (blocking: it is
@@ -140,8 +166,6 @@ pub fn run(url: &str, seconds: f64, testdata: &Path) -> Result<Vec<PathResult>> 
     let img = bench_image(testdata)?;
     let parsed = crate::upstream::HttpUrl::parse(url).map_err(anyhow::Error::msg)?;
     let addr: SocketAddr = parsed.resolve().map_err(anyhow::Error::msg)?;
-    let mut results = Vec::new();
-
     let cfg = config(url, "kserve")?;
     let pipelines = Pipelines::build(&cfg)?;
     let Plan::Image(plan) = &pipelines.get(0).plan else {
@@ -149,60 +173,62 @@ pub fn run(url: &str, seconds: f64, testdata: &Path) -> Result<Vec<PathResult>> 
     };
     let want = plan.run_whole(&img.data, img.width, img.height, img.format);
 
-    {
-        let proxy = RunningProxy::spawn(cfg.clone(), "127.0.0.1:0".parse()?)?;
-        let mut c = Client::connect(proxy.addr)?;
-        let mut checked = false;
-        results.push(measure("tensorwire -> kserve", seconds, || {
-            let r = c.send_image(1, &img, None, 1472, &Faults::default())?;
-            let t = r.tensors().map_err(anyhow::Error::msg)?;
-            if !checked {
-                anyhow::ensure!(t[0].data == want, "tensor differs");
-                checked = true;
-            }
-            Ok(())
-        })?);
-        proxy.stop()?;
-    }
-    {
-        let stream = TcpStream::connect(addr)?;
-        stream.set_nodelay(true)?;
-        let mut d = DirectClient {
-            stream,
-            host: parsed.authority.clone(),
-            buf: Vec::new(),
-        };
-        let path = kserve::infer_path(&parsed.base_path, "identity", "");
-        let mut checked = false;
-        results.push(measure("client preprocesses -> kserve", seconds, || {
-            let data = plan.run_whole(&img.data, img.width, img.height, img.format);
-            let t = [Tensor {
-                name: "input".into(),
-                dtype: DType::Fp32,
-                shape: vec![1, 3, 224, 224],
-                data,
-            }];
-            let (body, hl) = kserve::infer_body(&t, &[]);
-            let (rhl, rbody) = d.post(&path, hl, &body)?;
-            if !checked {
-                let out = crate::upstream::echo::parse_kserve_binary_response(&rbody, rhl)?;
-                anyhow::ensure!(out[0].data == want, "tensor differs");
-                checked = true;
-            }
-            Ok(())
-        })?);
-    }
-    {
-        let proxy = RunningProxy::spawn(config(url, "echo")?, "127.0.0.1:0".parse()?)?;
-        let mut c = Client::connect(proxy.addr)?;
-        results.push(measure("tensorwire echo (no server)", seconds, || {
-            c.send_image(1, &img, None, 1472, &Faults::default())?
-                .tensors()
-                .map_err(anyhow::Error::msg)?;
-            Ok(())
-        })?);
-        proxy.stop()?;
-    }
+    let proxy = RunningProxy::spawn(cfg.clone(), "127.0.0.1:0".parse()?)?;
+    let echo_proxy = RunningProxy::spawn(config(url, "echo")?, "127.0.0.1:0".parse()?)?;
+    let mut via_proxy = Client::connect(proxy.addr)?;
+    let mut via_echo = Client::connect(echo_proxy.addr)?;
+    let stream = TcpStream::connect(addr)?;
+    stream.set_nodelay(true)?;
+    let mut direct = DirectClient {
+        stream,
+        host: parsed.authority.clone(),
+        buf: Vec::new(),
+    };
+    let infer = kserve::infer_path(&parsed.base_path, "identity", "");
+    let results = {
+        let (img, want, plan) = (&img, &want, plan.clone());
+        let mut paths: Vec<(&str, OneRequest<'_>)> = vec![
+            (
+                "tensorwire -> kserve",
+                Box::new(|| {
+                    let r = via_proxy.send_image(1, img, None, 1472, &Faults::default())?;
+                    let t = r.tensors().map_err(anyhow::Error::msg)?;
+                    anyhow::ensure!(&t[0].data == want, "tensor differs");
+                    Ok(())
+                }),
+            ),
+            (
+                "client preprocesses -> kserve",
+                Box::new(move || {
+                    let data = plan.run_whole(&img.data, img.width, img.height, img.format);
+                    let t = [Tensor {
+                        name: "input".into(),
+                        dtype: DType::Fp32,
+                        shape: vec![1, 3, 224, 224],
+                        data,
+                    }];
+                    let (body, hl) = kserve::infer_body(&t, &[]);
+                    let (rhl, rbody) = direct.post(&infer, hl, &body)?;
+                    let out = crate::upstream::echo::parse_kserve_binary_response(&rbody, rhl)?;
+                    anyhow::ensure!(&out[0].data == want, "tensor differs");
+                    Ok(())
+                }),
+            ),
+            (
+                "tensorwire echo (no model server)",
+                Box::new(|| {
+                    via_echo
+                        .send_image(1, img, None, 1472, &Faults::default())?
+                        .tensors()
+                        .map_err(anyhow::Error::msg)?;
+                    Ok(())
+                }),
+            ),
+        ];
+        measure_interleaved(seconds, &mut paths)?
+    };
+    proxy.stop()?;
+    echo_proxy.stop()?;
     Ok(results)
 }
 

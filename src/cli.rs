@@ -98,8 +98,8 @@ enum Command {
         python: PathBuf,
         #[arg(long, default_value = "testdata")]
         testdata: PathBuf,
-        /// Seconds per path.
-        #[arg(long, default_value_t = 5.0)]
+        /// Seconds of measurement (the paths take turns).
+        #[arg(long, default_value_t = 10.0)]
         seconds: f64,
     },
     /// End-to-end demo on loopback: starts a proxy, sends an image and a text, checks the tensors.
@@ -319,7 +319,9 @@ fn bench_upstream(
             url
         }
     };
-    eprintln!("KServe at {url}; {seconds} s per path, one client, closed loop");
+    eprintln!(
+        "KServe at {url}; {seconds} s, the paths interleaved request by request, one client, closed loop"
+    );
     let r = crate::bench_upstream::run(&url, seconds, testdata)?;
     println!("{}", crate::bench_upstream::table(&r));
     Ok(ExitCode::SUCCESS)
