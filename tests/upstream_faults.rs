@@ -262,3 +262,44 @@ fn full_queue_is_overloaded() {
     assert_eq!(u.pool.calls_timed_out, 2);
     assert_eq!(stats.errors(ErrorCode::Overloaded), 1);
 }
+
+#[test]
+fn server_closing_kept_alive_connections_is_survived() {
+    let s = FakeServer::start(Fault::AnswerThenClose);
+    let (proxy, mut c) = start(config(&s.url(), ""));
+    for _ in 0..5 {
+        match send(&mut c, 2) {
+            Reply::Response {
+                content_type: 1,
+                body,
+                ..
+            } => assert_eq!(body, br#"{"model_name":"m","outputs":[]}"#),
+            other => panic!("{other:?}"),
+        }
+    }
+    let (stats, _) = proxy.stop().unwrap();
+    let u = assert_drained(&stats);
+    assert_eq!(u.pool.calls_ok, 5);
+    // One connection per answer: the close was noticed on the idle
+    // connection, or the call was resent once on a fresh one.
+    assert_eq!(u.pool.connects, 5, "{u:?}");
+}
+
+#[test]
+fn chunked_answers_on_a_kept_alive_connection() {
+    let s = FakeServer::start(Fault::Chunked);
+    let (proxy, mut c) = start(config(&s.url(), ""));
+    for _ in 0..3 {
+        match send(&mut c, 2) {
+            Reply::Response {
+                content_type: 1,
+                body,
+                ..
+            } => assert_eq!(body, br#"{"model_name":"m","outputs":[]}"#),
+            other => panic!("{other:?}"),
+        }
+    }
+    let (stats, _) = proxy.stop().unwrap();
+    let u = assert_drained(&stats);
+    assert_eq!((u.pool.calls_ok, u.pool.connects), (3, 1), "{u:?}");
+}

@@ -169,6 +169,11 @@ pub enum Fault {
     Stall,
     /// Closes the connection without answering.
     Close,
+    /// A good JSON answer, then closes the connection (without saying
+    /// `Connection: close`: the keep-alive race a pool must survive).
+    AnswerThenClose,
+    /// A good JSON answer with a chunked body, kept alive.
+    Chunked,
 }
 
 /// A fake HTTP server on loopback, one thread per connection.
@@ -256,6 +261,22 @@ fn serve(mut c: TcpStream, fault: Fault, stop: &AtomicBool, requests: &AtomicUsi
                 return;
             }
             Fault::Close => return,
+            Fault::AnswerThenClose => {
+                let body = br#"{"model_name":"m","outputs":[]}"#;
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                    body.len()
+                );
+                let _ = c.write_all(body);
+                return;
+            }
+            Fault::Chunked => {
+                let _ = c.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n\
+                      b\r\n{\"model_nam\r\n14\r\ne\":\"m\",\"outputs\":[]}\r\n0\r\n\r\n",
+                );
+            }
             Fault::Stall => {
                 while !stop.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(20));
