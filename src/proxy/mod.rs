@@ -72,13 +72,11 @@ impl Proxy {
             .iter()
             .map(|p| upstreams.index_of(&p.upstream))
             .collect();
-        let describe =
-            serde_json::to_vec(&crate::pipeline::describe(&config, &pipelines)).expect("JSON");
         let replies = ReplyWriter::new(
             config.ingress.reply_payload_max(false),
             config.ingress.reply_payload_max(true),
         );
-        Ok(Proxy {
+        let mut proxy = Proxy {
             upstreams,
             pipeline_upstream,
             waiting: HashMap::new(),
@@ -88,11 +86,13 @@ impl Proxy {
             resize_cache: ResizeCache::new(64),
             config,
             pipelines,
-            describe,
+            describe: Vec::new(),
             replies,
             stats: Stats::default(),
             expired: Vec::new(),
-        })
+        };
+        proxy.refresh_describe();
+        Ok(proxy)
     }
 
     /// Builds pipelines from `config` (loads tokenizers) and the core.
