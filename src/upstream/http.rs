@@ -438,12 +438,15 @@ impl Pool {
     /// Hands queued calls to idle connections, opening connections as
     /// needed (within `connections` and the backoff).
     fn dispatch(&mut self, now: Instant, registry: &Registry) {
-        while !self.queue.is_empty() {
-            if let Some(i) = self
-                .conns
-                .iter()
-                .position(|c| c.as_ref().is_some_and(|c| c.state == ConnState::Idle))
-            {
+        while let Some(front) = self.queue.front() {
+            // A call resent after a stale kept-alive connection goes on a
+            // fresh connection: the other idle ones may be just as stale.
+            let fresh_only = front.retried;
+            let usable = |c: &Option<Conn>| {
+                c.as_ref()
+                    .is_some_and(|c| c.state == ConnState::Idle && !(fresh_only && c.reused))
+            };
+            if let Some(i) = self.conns.iter().position(usable) {
                 let call = self.queue.pop_front().expect("non-empty");
                 let conn = self.conns[i].as_mut().expect("idle");
                 conn.state = ConnState::Busy;
@@ -464,12 +467,23 @@ impl Pool {
             if connecting >= self.queue.len() {
                 return;
             }
-            let Some(slot) = self.conns.iter().position(Option::is_none) else {
-                return;
-            };
             if !self.backoff.ready(now) {
                 return;
             }
+            let slot = match self.conns.iter().position(Option::is_none) {
+                Some(slot) => slot,
+                None if fresh_only => {
+                    // Make room: retire an idle kept-alive connection.
+                    let idle =
+                        |c: &Option<Conn>| c.as_ref().is_some_and(|c| c.state == ConnState::Idle);
+                    let Some(i) = self.conns.iter().position(idle) else {
+                        return;
+                    };
+                    self.close(i, registry);
+                    i
+                }
+                None => return,
+            };
             if !self.open(slot, now, registry) {
                 // Failed at once: `open` failed the queue if nothing is left.
                 continue;
@@ -867,6 +881,121 @@ mod tests {
                 false
             )
             .is_err());
+    }
+
+    /// A server answering one request per connection, then closing it
+    /// without saying so (`Connection: close` absent): the keep-alive
+    /// race.
+    fn one_answer_per_connection() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let a = accepted.clone();
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(mut c) = c else { return };
+                a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match c.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                // Close a moment later, as an idle timeout would.
+                std::thread::sleep(Duration::from_millis(30));
+            }
+        });
+        (addr, accepted)
+    }
+
+    fn pool(addr: SocketAddr, connections: usize, max_pending: usize) -> Pool {
+        Pool::new(
+            PoolConfig {
+                addr,
+                connections,
+                max_pending,
+                connect_timeout: Duration::from_secs(2),
+                request_timeout: Duration::from_secs(5),
+                backoff_initial: Duration::from_millis(10),
+                backoff_max: Duration::from_millis(10),
+            },
+            0,
+        )
+    }
+
+    /// Drives `pool` until `n` calls are done.
+    fn run_until(
+        pool: &mut Pool,
+        poll: &mut mio::Poll,
+        n: usize,
+    ) -> Vec<(CallId, Result<HttpResponse, HttpError>)> {
+        let mut events = mio::Events::with_capacity(16);
+        let mut done = Vec::new();
+        let t0 = Instant::now();
+        while done.len() < n {
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "stuck: {:?}",
+                pool.stats
+            );
+            poll.poll(&mut events, Some(Duration::from_millis(20)))
+                .unwrap();
+            for e in events.iter() {
+                pool.on_event(e.token(), Instant::now(), poll.registry());
+            }
+            pool.on_timer(Instant::now(), poll.registry());
+            pool.take_done(&mut done);
+        }
+        done
+    }
+
+    #[test]
+    fn stale_kept_alive_connection_is_retried_once() {
+        let (addr, accepted) = one_answer_per_connection();
+        let mut poll = mio::Poll::new().unwrap();
+        let mut p = pool(addr, 1, 4);
+        let req = encode_request("GET", "x", "/", &[], "", &[]);
+        p.submit(req.clone(), Instant::now(), poll.registry())
+            .unwrap();
+        let d = run_until(&mut p, &mut poll, 1);
+        assert_eq!(d[0].1.as_ref().unwrap().body, b"ok");
+        // The server has closed; the pool has not looked yet (no events
+        // driven): the next call goes out on the dead connection.
+        std::thread::sleep(Duration::from_millis(100));
+        p.submit(req, Instant::now(), poll.registry()).unwrap();
+        let d = run_until(&mut p, &mut poll, 1);
+        assert_eq!(d[0].1.as_ref().unwrap().body, b"ok");
+        assert_eq!(p.stats.stale_retries, 1, "{:?}", p.stats);
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!((p.stats.calls_ok, p.stats.calls_in_flight), (2, 0));
+    }
+
+    #[test]
+    fn connections_and_queue_are_bounded() {
+        let (addr, _) = one_answer_per_connection();
+        let mut poll = mio::Poll::new().unwrap();
+        let mut p = pool(addr, 2, 3);
+        let req = encode_request("GET", "x", "/", &[], "", &[]);
+        let now = Instant::now();
+        // Two connections being opened, three calls queued: the fourth
+        // is refused.
+        for _ in 0..3 {
+            p.submit(req.clone(), now, poll.registry()).unwrap();
+        }
+        assert_eq!(
+            p.submit(req.clone(), now, poll.registry()),
+            Err(SubmitError::Overloaded)
+        );
+        assert_eq!(p.stats.connections_open, 2);
+        let d = run_until(&mut p, &mut poll, 3);
+        assert!(d.iter().all(|(_, r)| r.is_ok()), "{d:?}");
+        assert_eq!(p.stats.calls_overloaded, 1);
+        assert_eq!(p.stats.calls_in_flight, 0);
+        p.shutdown(poll.registry());
+        assert_eq!(p.stats.connections_open, 0);
     }
 
     #[test]
