@@ -303,3 +303,75 @@ fn chunked_answers_on_a_kept_alive_connection() {
     let u = assert_drained(&stats);
     assert_eq!((u.pool.calls_ok, u.pool.connects), (3, 1), "{u:?}");
 }
+
+/// A listening socket whose accept queue is full: SYNs are dropped, so a
+/// connect neither succeeds nor fails (a black hole, on loopback).
+struct FullBacklog {
+    addr: std::net::SocketAddr,
+    _queued: Vec<std::net::TcpStream>,
+    fd: i32,
+}
+
+impl FullBacklog {
+    fn new() -> FullBacklog {
+        // SAFETY: plain socket calls on a fresh fd, closed on drop.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+        assert!(fd >= 0);
+        let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        sa.sin_family = libc::AF_INET as libc::sa_family_t;
+        sa.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        unsafe {
+            assert_eq!(
+                libc::bind(fd, &sa as *const _ as *const libc::sockaddr, len),
+                0
+            );
+            assert_eq!(libc::listen(fd, 0), 0);
+            let mut got: libc::sockaddr_in = std::mem::zeroed();
+            let mut l = len;
+            libc::getsockname(fd, &mut got as *mut _ as *mut libc::sockaddr, &mut l);
+            sa.sin_port = got.sin_port;
+        }
+        let addr: std::net::SocketAddr =
+            (std::net::Ipv4Addr::LOCALHOST, u16::from_be(sa.sin_port)).into();
+        // Fill the accept queue (never accepted).
+        let mut queued = Vec::new();
+        while let Ok(s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            queued.push(s);
+            assert!(queued.len() < 64, "backlog never filled");
+        }
+        FullBacklog {
+            addr,
+            _queued: queued,
+            fd,
+        }
+    }
+}
+
+impl Drop for FullBacklog {
+    fn drop(&mut self) {
+        // SAFETY: our own fd.
+        unsafe { libc::close(self.fd) };
+    }
+}
+
+#[test]
+fn unanswered_connect_times_out() {
+    let hole = FullBacklog::new();
+    let (proxy, mut c) = start(config(
+        &format!("http://{}", hole.addr),
+        "connect_timeout_ms = 300\nrequest_timeout_ms = 5000",
+    ));
+    let t0 = Instant::now();
+    let (code, msg) = error(send(&mut c, 2));
+    let took = t0.elapsed();
+    assert_eq!(code, ErrorCode::UpstreamUnavailable);
+    assert!(msg.contains("no connection within 300 ms"), "{msg}");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_millis(2000),
+        "{took:?}"
+    );
+    let (stats, _) = proxy.stop().unwrap();
+    let u = assert_drained(&stats);
+    assert_eq!(u.pool.connect_failures, 1);
+}
