@@ -474,7 +474,7 @@ impl Upstreams {
         now: Instant,
     ) -> Result<CallId, UpstreamFailure> {
         let u = &mut self.list[i];
-        let request = u.request(tensors).map_err(UpstreamFailure::Request)?;
+        // The breaker first: no request body is built for a refused call.
         if !u.breaker.allow(now) {
             u.stats.breaker_rejects += 1;
             return Err(UpstreamFailure::Unavailable(format!(
@@ -482,6 +482,15 @@ impl Upstreams {
                 u.name
             )));
         }
+        let request = match u.request(tensors) {
+            Ok(r) => r,
+            Err(e) => {
+                // Says nothing about the server: a half-open probe is
+                // still owed.
+                u.breaker.probe_abandoned();
+                return Err(UpstreamFailure::Request(e));
+            }
+        };
         match u.pool.submit(request, now, self.poll.registry()) {
             Ok(id) => Ok(id),
             Err(SubmitError::Overloaded) => {
