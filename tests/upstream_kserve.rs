@@ -36,6 +36,11 @@ kind = "kserve"
 url = "{url}"
 model = "channel_mean"
 request_timeout_ms = 10000
+[upstreams.ids-only]
+kind = "kserve"
+url = "{url}"
+model = "identity"
+outputs = ["input_ids"]
 
 [[pipelines]]
 id = 1
@@ -80,6 +85,14 @@ id = 12
 name = "text-sum"
 kind = "text"
 upstream = "mean"
+[pipelines.text]
+tokenizer = "builtin:all-MiniLM-L6-v2"
+
+[[pipelines]]
+id = 13
+name = "text-ids-only"
+kind = "text"
+upstream = "ids-only"
 [pipelines.text]
 tokenizer = "builtin:all-MiniLM-L6-v2"
 "#
@@ -149,7 +162,7 @@ fn identity_and_channel_mean_against_real_kserve() {
     assert_eq!(d["pipelines"][0]["upstream"], "kserve");
     assert_eq!(d["pipelines"][0]["upstream_name"], "triton");
     let ups = d["upstreams"].as_array().unwrap();
-    assert_eq!(ups.len(), 2);
+    assert_eq!(ups.len(), 3);
     assert!(ups.iter().all(|u| u["ready_at_start"] == true), "{ups:?}");
 
     let img = load_image(&repo("testdata/images/astronaut.png"), None).unwrap();
@@ -235,6 +248,13 @@ fn identity_and_channel_mean_against_real_kserve() {
         assert_eq!(i64::from_le_bytes(out.data[..8].try_into().unwrap()), ours);
     }
 
+    // `outputs`: only the requested output comes back (binary).
+    let t = tensors(
+        &c.send_text(13, text.as_bytes(), 64, 1472, &Faults::default())
+            .unwrap(),
+    );
+    assert_eq!(t, want_t[..1].to_vec());
+
     // Late duplicates got no INCOMPLETE (one answer per request).
     std::thread::sleep(Duration::from_millis(600));
     let (stats, _) = proxy.stop().unwrap();
@@ -244,8 +264,8 @@ fn identity_and_channel_mean_against_real_kserve() {
         "{stats:?}"
     );
     let ks = &stats.upstreams;
-    assert_eq!(stats.upstream_calls, 5);
-    assert_eq!(stats.requests_completed, 5);
+    assert_eq!(stats.upstream_calls, 6);
+    assert_eq!(stats.requests_completed, 6);
     assert_eq!(stats.upstream_calls_waiting, 0);
     assert_eq!(stats.requests_in_flight, 0);
     for u in ks {
@@ -277,7 +297,8 @@ fn model_errors_come_back_as_upstream_error_with_the_message() {
     }
     let (stats, _) = proxy.stop().unwrap();
     assert_eq!(stats.errors(ErrorCode::UpstreamError), 1);
-    assert_eq!(stats.upstreams[1].http_errors, 1, "{:?}", stats.upstreams);
+    let triton = stats.upstreams.iter().find(|u| u.name == "triton").unwrap();
+    assert_eq!(triton.http_errors, 1, "{:?}", stats.upstreams);
 }
 
 #[test]
@@ -330,7 +351,7 @@ fn server_killed_mid_run_and_restarted() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let (stats, _) = proxy.stop().unwrap();
-    let u = &stats.upstreams[1];
+    let u = stats.upstreams.iter().find(|u| u.name == "triton").unwrap();
     assert_eq!(u.name, "triton");
     assert!(u.pool.reconnects >= 1, "{u:?}");
     assert!(u.pool.calls_unavailable + u.breaker_rejects >= 6, "{u:?}");

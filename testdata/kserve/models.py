@@ -22,11 +22,14 @@ from kserve.utils.utils import generate_uuid
 
 
 def _response(model, request, outputs):
+    # requested_outputs: only the outputs the request names (each with its
+    # own binary_data flag); none named = all, binary per the request.
     return InferResponse(
         response_id=request.id or generate_uuid(),
         model_name=model.name,
         infer_outputs=outputs,
         use_binary_outputs=request.use_binary_outputs,
+        requested_outputs=request.request_outputs,
     )
 
 
