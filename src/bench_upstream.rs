@@ -38,23 +38,22 @@ pub struct PathResult {
 
 /// Runs the paths in turn, one request each per round, for `seconds`:
 /// interleaved, so a noisy machine (other jobs on these 2 cores) weighs
-/// on every path alike.
+/// on every path alike. Returns each path's latencies and busy time.
 type OneRequest<'a> = Box<dyn FnMut() -> Result<()> + 'a>;
 
 fn measure_interleaved(
     seconds: f64,
     paths: &mut [(&str, OneRequest<'_>)],
-) -> Result<Vec<PathResult>> {
+) -> Result<Vec<(Histogram<u64>, Duration)>> {
     for (name, one) in paths.iter_mut() {
-        for _ in 0..20 {
+        for _ in 0..10 {
             one().with_context(|| format!("{name}: warm-up"))?;
         }
     }
-    let mut hists = paths
-        .iter()
-        .map(|_| Histogram::<u64>::new(3))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut busy = vec![Duration::ZERO; paths.len()];
+    let mut out = Vec::new();
+    for _ in 0..paths.len() {
+        out.push((Histogram::<u64>::new(3)?, Duration::ZERO));
+    }
     let t0 = Instant::now();
     let dur = Duration::from_secs_f64(seconds);
     while t0.elapsed() < dur {
@@ -62,24 +61,11 @@ fn measure_interleaved(
             let t = Instant::now();
             one().with_context(|| format!("{name}: request"))?;
             let e = t.elapsed();
-            busy[i] += e;
-            hists[i].record(e.as_micros() as u64)?;
+            out[i].1 += e;
+            out[i].0.record(e.as_micros() as u64)?;
         }
     }
-    Ok(paths
-        .iter()
-        .zip(hists)
-        .zip(busy)
-        .map(|(((name, _), h), busy)| PathResult {
-            name: name.to_string(),
-            requests: h.len(),
-            // Closed loop, one client: requests per second of this
-            // path's own time.
-            requests_per_s: h.len() as f64 / busy.as_secs_f64(),
-            p50_us: h.value_at_quantile(0.5),
-            p99_us: h.value_at_quantile(0.99),
-        })
-        .collect())
+    Ok(out)
 }
 
 /// A keep-alive HTTP/1.1 connection for the direct path (blocking: it is
@@ -161,74 +147,121 @@ height = 224
 }
 
 /// Runs the three paths against the KServe server at `url` (which must
-/// serve testdata/kserve/models.py's `identity`).
-pub fn run(url: &str, seconds: f64, testdata: &Path) -> Result<Vec<PathResult>> {
+/// serve testdata/kserve/models.py's `identity`), `clients` client
+/// threads at once, each with its own sockets.
+pub fn run(url: &str, seconds: f64, clients: usize, testdata: &Path) -> Result<Vec<PathResult>> {
     let img = bench_image(testdata)?;
     let parsed = crate::upstream::HttpUrl::parse(url).map_err(anyhow::Error::msg)?;
     let addr: SocketAddr = parsed.resolve().map_err(anyhow::Error::msg)?;
-    let cfg = config(url, "kserve")?;
+    let mut cfg = config(url, "kserve")?;
+    cfg.upstreams
+        .get_mut("kserve")
+        .expect("configured")
+        .connections = clients.max(1);
     let pipelines = Pipelines::build(&cfg)?;
     let Plan::Image(plan) = &pipelines.get(0).plan else {
         bail!("image pipeline expected")
     };
     let want = plan.run_whole(&img.data, img.width, img.height, img.format);
-
     let proxy = RunningProxy::spawn(cfg.clone(), "127.0.0.1:0".parse()?)?;
     let echo_proxy = RunningProxy::spawn(config(url, "echo")?, "127.0.0.1:0".parse()?)?;
-    let mut via_proxy = Client::connect(proxy.addr)?;
-    let mut via_echo = Client::connect(echo_proxy.addr)?;
-    let stream = TcpStream::connect(addr)?;
-    stream.set_nodelay(true)?;
-    let mut direct = DirectClient {
-        stream,
-        host: parsed.authority.clone(),
-        buf: Vec::new(),
-    };
     let infer = kserve::infer_path(&parsed.base_path, "identity", "");
-    let results = {
-        let (img, want, plan) = (&img, &want, plan.clone());
-        let mut paths: Vec<(&str, OneRequest<'_>)> = vec![
-            (
-                "tensorwire -> kserve",
-                Box::new(|| {
-                    let r = via_proxy.send_image(1, img, None, 1472, &Faults::default())?;
-                    let t = r.tensors().map_err(anyhow::Error::msg)?;
-                    anyhow::ensure!(&t[0].data == want, "tensor differs");
-                    Ok(())
-                }),
-            ),
-            (
-                "client preprocesses -> kserve",
-                Box::new(move || {
-                    let data = plan.run_whole(&img.data, img.width, img.height, img.format);
-                    let t = [Tensor {
-                        name: "input".into(),
-                        dtype: DType::Fp32,
-                        shape: vec![1, 3, 224, 224],
-                        data,
-                    }];
-                    let (body, hl) = kserve::infer_body(&t, &[]);
-                    let (rhl, rbody) = direct.post(&infer, hl, &body)?;
-                    let out = crate::upstream::echo::parse_kserve_binary_response(&rbody, rhl)?;
-                    anyhow::ensure!(&out[0].data == want, "tensor differs");
-                    Ok(())
-                }),
-            ),
-            (
-                "tensorwire echo (no model server)",
-                Box::new(|| {
-                    via_echo
-                        .send_image(1, img, None, 1472, &Faults::default())?
-                        .tensors()
-                        .map_err(anyhow::Error::msg)?;
-                    Ok(())
-                }),
-            ),
-        ];
-        measure_interleaved(seconds, &mut paths)?
-    };
+    let names = [
+        "tensorwire -> kserve",
+        "client preprocesses -> kserve",
+        "tensorwire echo (no model server)",
+    ];
+    let per_client = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..clients.max(1))
+            .map(|_| {
+                let (img, want, plan, infer) = (&img, &want, plan.clone(), &infer);
+                let (proxy_addr, echo_addr, host) =
+                    (proxy.addr, echo_proxy.addr, parsed.authority.clone());
+                scope.spawn(move || -> Result<Vec<(Histogram<u64>, Duration)>> {
+                    let mut via_proxy = Client::connect(proxy_addr)?;
+                    let mut via_echo = Client::connect(echo_addr)?;
+                    via_proxy.timeout = Duration::from_secs(30);
+                    let stream = TcpStream::connect(addr)?;
+                    stream.set_nodelay(true)?;
+                    let mut direct = DirectClient {
+                        stream,
+                        host,
+                        buf: Vec::new(),
+                    };
+                    let mut paths: Vec<(&str, OneRequest<'_>)> = vec![
+                        (
+                            names[0],
+                            Box::new(|| {
+                                let r =
+                                    via_proxy.send_image(1, img, None, 1472, &Faults::default())?;
+                                let t = r.tensors().map_err(anyhow::Error::msg)?;
+                                anyhow::ensure!(&t[0].data == want, "tensor differs");
+                                Ok(())
+                            }),
+                        ),
+                        (
+                            names[1],
+                            Box::new(move || {
+                                let data =
+                                    plan.run_whole(&img.data, img.width, img.height, img.format);
+                                let t = [Tensor {
+                                    name: "input".into(),
+                                    dtype: DType::Fp32,
+                                    shape: vec![1, 3, 224, 224],
+                                    data,
+                                }];
+                                let (body, hl) = kserve::infer_body(&t, &[]);
+                                let (rhl, rbody) = direct.post(infer, hl, &body)?;
+                                let out = crate::upstream::echo::parse_kserve_binary_response(
+                                    &rbody, rhl,
+                                )?;
+                                anyhow::ensure!(&out[0].data == want, "tensor differs");
+                                Ok(())
+                            }),
+                        ),
+                        (
+                            names[2],
+                            Box::new(|| {
+                                via_echo
+                                    .send_image(1, img, None, 1472, &Faults::default())?
+                                    .tensors()
+                                    .map_err(anyhow::Error::msg)?;
+                                Ok(())
+                            }),
+                        ),
+                    ];
+                    measure_interleaved(seconds, &mut paths)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("client thread panicked"))?
+            })
+            .collect::<Result<Vec<_>>>()
+    })?;
     proxy.stop()?;
     echo_proxy.stop()?;
+    let mut results = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let mut h = Histogram::<u64>::new(3)?;
+        let mut rate = 0.0;
+        for c in &per_client {
+            h.add(&c[i].0)?;
+            // Each client is a closed loop: its rate on this path is its
+            // requests over the time it spent on them; clients add up.
+            rate += c[i].0.len() as f64 / c[i].1.as_secs_f64();
+        }
+        results.push(PathResult {
+            name: name.to_string(),
+            requests: h.len(),
+            requests_per_s: rate,
+            p50_us: h.value_at_quantile(0.5),
+            p99_us: h.value_at_quantile(0.99),
+        });
+    }
     Ok(results)
 }
 

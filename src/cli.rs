@@ -101,6 +101,9 @@ enum Command {
         /// Seconds of measurement (the paths take turns).
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
+        /// Concurrent clients (each a closed loop with its own sockets).
+        #[arg(long, default_value_t = 1)]
+        clients: usize,
     },
     /// End-to-end demo on loopback: starts a proxy, sends an image and a text, checks the tensors.
     Demo {
@@ -203,7 +206,8 @@ pub fn main() -> ExitCode {
             python,
             testdata,
             seconds,
-        } => bench_upstream(url, &python, &testdata, seconds),
+            clients,
+        } => bench_upstream(url, &python, &testdata, seconds, clients),
         Command::Bench { seconds } => crate::bench::run(seconds).map(|report| {
             println!("{report}");
             ExitCode::SUCCESS
@@ -283,6 +287,7 @@ fn bench_upstream(
     python: &Path,
     testdata: &Path,
     seconds: f64,
+    clients: usize,
 ) -> Result<ExitCode> {
     let mut _server = None;
     let url = match url {
@@ -320,9 +325,9 @@ fn bench_upstream(
         }
     };
     eprintln!(
-        "KServe at {url}; {seconds} s, the paths interleaved request by request, one client, closed loop"
+        "KServe at {url}; {seconds} s, the paths interleaved request by request, {clients} client(s), closed loop"
     );
-    let r = crate::bench_upstream::run(&url, seconds, testdata)?;
+    let r = crate::bench_upstream::run(&url, seconds, clients, testdata)?;
     println!("{}", crate::bench_upstream::table(&r));
     Ok(ExitCode::SUCCESS)
 }
