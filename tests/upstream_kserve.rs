@@ -36,6 +36,11 @@ kind = "kserve"
 url = "{url}"
 model = "channel_mean"
 request_timeout_ms = 10000
+[upstreams.slow]
+kind = "kserve"
+url = "{url}"
+model = "slow"
+request_timeout_ms = 10000
 [upstreams.ids-only]
 kind = "kserve"
 url = "{url}"
@@ -93,6 +98,14 @@ id = 13
 name = "text-ids-only"
 kind = "text"
 upstream = "ids-only"
+[pipelines.text]
+tokenizer = "builtin:all-MiniLM-L6-v2"
+
+[[pipelines]]
+id = 14
+name = "text-slow"
+kind = "text"
+upstream = "slow"
 [pipelines.text]
 tokenizer = "builtin:all-MiniLM-L6-v2"
 "#
@@ -162,7 +175,7 @@ fn identity_and_channel_mean_against_real_kserve() {
     assert_eq!(d["pipelines"][0]["upstream"], "kserve");
     assert_eq!(d["pipelines"][0]["upstream_name"], "triton");
     let ups = d["upstreams"].as_array().unwrap();
-    assert_eq!(ups.len(), 3);
+    assert_eq!(ups.len(), 4);
     assert!(ups.iter().all(|u| u["ready_at_start"] == true), "{ups:?}");
 
     let img = load_image(&repo("testdata/images/astronaut.png"), None).unwrap();
@@ -320,7 +333,31 @@ fn server_killed_mid_run_and_restarted() {
         }
     ));
 
+    // Killed with a request in flight (the `slow` model answers after
+    // 2 s): that request gets UPSTREAM_UNAVAILABLE at once.
+    let addr = proxy.addr;
+    let in_flight = std::thread::spawn(move || {
+        let mut c = Client::connect(addr).unwrap();
+        c.timeout = Duration::from_secs(20);
+        let t0 = Instant::now();
+        let r = c
+            .send_text(14, b"hello world", 0, 1472, &Faults::default())
+            .unwrap();
+        (r, t0.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(500));
     server.kill();
+    match in_flight.join().unwrap() {
+        (Reply::Error { code, message }, took) => {
+            assert_eq!(code, ErrorCode::UpstreamUnavailable, "{message}");
+            assert!(
+                message.contains("lost") || message.contains("closed"),
+                "{message}"
+            );
+            assert!(took < Duration::from_millis(1800), "{took:?}");
+        }
+        other => panic!("answered while killed: {other:?}"),
+    }
     // Every request now fails fast with UPSTREAM_UNAVAILABLE (connection
     // lost, refused, backoff, or breaker open), never hangs.
     for _ in 0..6 {

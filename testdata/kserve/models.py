@@ -3,6 +3,8 @@ tensorwire's upstream tests and bench.
 
   identity      returns every input unchanged, same name, dtype and shape
                 (tensors are checked bit for bit after the round trip)
+  slow          identity after 2 s (a request in flight when the test
+                kills the server)
   channel_mean  a small real computation: for a float image input
                 [1, C, H, W] (NCHW) the per-channel mean as FP64 [C];
                 for integer inputs (token ids) the sum as INT64 [1]
@@ -14,6 +16,7 @@ Usage: python models.py --http_port PORT   (grpc off, one worker)
 """
 
 import argparse
+import asyncio
 import sys
 
 import numpy as np
@@ -58,6 +61,17 @@ class Identity(Model):
         return _response(self, payload, outputs)
 
 
+class Slow(Model):
+    def __init__(self):
+        super().__init__("slow")
+        self.ready = True
+
+    async def predict(self, payload: InferRequest, headers=None):
+        await asyncio.sleep(2.0)
+        outputs = [_output(i.name, i.as_numpy()) for i in payload.inputs]
+        return _response(self, payload, outputs)
+
+
 class ChannelMean(Model):
     def __init__(self):
         super().__init__("channel_mean")
@@ -82,4 +96,4 @@ if __name__ == "__main__":
     parser.add_argument("--http_port", type=int, required=True)
     args, _ = parser.parse_known_args()
     sys.argv = [sys.argv[0], "--http_port", str(args.http_port), "--enable_grpc", "false", "--workers", "1"]
-    ModelServer(http_port=args.http_port, enable_grpc=False, workers=1).start([Identity(), ChannelMean()])
+    ModelServer(http_port=args.http_port, enable_grpc=False, workers=1).start([Identity(), ChannelMean(), Slow()])
