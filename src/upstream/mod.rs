@@ -124,22 +124,24 @@ impl HttpUrl {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, ""),
         };
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
-                let port = p.parse().map_err(|_| format!("bad port `{p}`"))?;
-                (h, port)
+        // `[v6]:port`, `[v6]`, `host:port` or `host`.
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (h, rest) = v6.split_once(']').ok_or("unclosed `[` in the host")?;
+            match rest.strip_prefix(':') {
+                Some(p) => (h, p),
+                None if rest.is_empty() => (h, "80"),
+                None => return Err(format!("junk after `]`: `{rest}`")),
             }
-            _ => (authority, 80),
+        } else {
+            authority.rsplit_once(':').unwrap_or((authority, "80"))
         };
+        let port = port.parse().map_err(|_| format!("bad port `{port}`"))?;
         if host.is_empty() {
             return Err("no host".into());
         }
         Ok(HttpUrl {
             authority: authority.to_string(),
-            host: host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string(),
+            host: host.to_string(),
             port,
             base_path: path.trim_end_matches('/').to_string(),
         })
@@ -642,6 +644,10 @@ mod tests {
         assert_eq!(u.authority, "[::1]:9000");
         let u = HttpUrl::parse("http://localhost").unwrap();
         assert_eq!(u.port, 80);
+        let u = HttpUrl::parse("http://[::1]").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 80));
+        assert!(HttpUrl::parse("http://[::1:80").is_err());
+        assert!(HttpUrl::parse("http://[::1]x").is_err());
         assert!(HttpUrl::parse("https://x:1").is_err());
         assert!(HttpUrl::parse("http://x:notaport").is_err());
         assert!(HttpUrl::parse("http://:80").is_err());
