@@ -4,7 +4,7 @@
 CARGO ?= cargo
 BIN := target/release/tensorwire
 
-.PHONY: all deps build demo test bench fmt lint docker-lint clean
+.PHONY: all deps build demo test testenv bench fmt lint docker-lint clean
 
 all: build
 
@@ -17,7 +17,19 @@ build: deps
 demo: build
 	$(BIN) demo
 
-test: deps
+# The upstream tests run a real KServe v2 server (PyPI's kserve) and an
+# OpenAI schema server from a virtualenv at .venv (TENSORWIRE_TEST_PYTHON
+# overrides the interpreter). Re-installs only when the requirements change.
+PYTHON ?= python3
+VENV := .venv
+testenv: $(VENV)/.installed
+
+$(VENV)/.installed: testdata/kserve/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r testdata/kserve/requirements.txt
+	touch $@
+
+test: deps testenv
 	$(CARGO) test --all-targets
 
 bench: deps

@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Installs what building and testing tensorwire needs on Debian/Ubuntu:
 # clang/llvm (the XDP program), libbpf/libelf/zlib headers, m4, pkg-config,
-# iproute2 and iputils-ping (network-namespace tests). Does nothing when all
+# iproute2 and iputils-ping (network-namespace tests), python3-venv (the
+# upstream tests' virtualenv). Does nothing when all
 # are present.
 set -euo pipefail
 
 packages=(clang llvm libbpf-dev libelf-dev zlib1g-dev m4 pkg-config iproute2 iputils-ping)
+# `make testenv` needs `python3 -m venv` (with ensurepip): Debian ships it
+# separately; a python.org/pyenv build has it already.
+if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  packages+=(python3 python3-venv)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

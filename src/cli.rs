@@ -85,6 +85,30 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// Latency and requests/s the proxy adds in front of a KServe server:
+    /// 640x480 photo -> 224x224 FP32 identity model, via tensorwire vs the
+    /// client preprocessing itself and calling KServe directly.
+    BenchUpstream {
+        /// A running KServe v2 server serving testdata/kserve/models.py
+        /// (default: start one with --python on a free loopback port).
+        #[arg(long)]
+        url: Option<String>,
+        /// Python with the kserve package (make testenv).
+        #[arg(
+            long,
+            env = "TENSORWIRE_TEST_PYTHON",
+            default_value = ".venv/bin/python"
+        )]
+        python: PathBuf,
+        #[arg(long, default_value = "testdata")]
+        testdata: PathBuf,
+        /// Seconds of measurement (the paths take turns).
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Concurrent clients (each a closed loop with its own sockets).
+        #[arg(long, default_value_t = 1)]
+        clients: usize,
+    },
     /// End-to-end demo on loopback: starts a proxy, sends an image and a text, checks the tensors.
     Demo {
         #[arg(long, default_value = "testdata/images/astronaut.png")]
@@ -181,6 +205,13 @@ pub fn main() -> ExitCode {
             send,
         } => send_text(&file, &server, pipeline, overlap, &send),
         Command::Demo { image, text } => demo(&image, &text),
+        Command::BenchUpstream {
+            url,
+            python,
+            testdata,
+            seconds,
+            clients,
+        } => bench_upstream(url, &python, &testdata, seconds, clients),
         Command::Bench { seconds, rounds } => crate::bench::run(seconds, rounds).map(|report| {
             println!("{report}");
             ExitCode::SUCCESS
@@ -245,10 +276,95 @@ fn client(s: &ServerArgs) -> Result<Client> {
     Ok(c)
 }
 
+/// A KServe server process started for the bench; killed on drop.
+struct KserveProcess(std::process::Child);
+
+impl Drop for KserveProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn bench_upstream(
+    url: Option<String>,
+    python: &Path,
+    testdata: &Path,
+    seconds: f64,
+    clients: usize,
+) -> Result<ExitCode> {
+    let mut _server = None;
+    let url = match url {
+        Some(u) => u,
+        None => {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
+            let child = std::process::Command::new(python)
+                .arg(testdata.join("kserve/models.py"))
+                .args(["--http_port", &port.to_string()])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .with_context(|| format!("start {} (run `make testenv`)", python.display()))?;
+            _server = Some(KserveProcess(child));
+            let url = format!("http://127.0.0.1:{port}");
+            let parsed = crate::upstream::HttpUrl::parse(&url).map_err(anyhow::Error::msg)?;
+            let t0 = Instant::now();
+            while crate::upstream::check_ready(
+                crate::upstream::UpstreamKind::Kserve,
+                &parsed,
+                "identity",
+                "",
+                Duration::from_millis(500),
+            )
+            .is_err()
+            {
+                if t0.elapsed() > Duration::from_secs(90) {
+                    bail!("the KServe server at {url} is not ready after 90 s");
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            url
+        }
+    };
+    eprintln!(
+        "KServe at {url}; {seconds} s, the paths interleaved request by request, {clients} client(s), closed loop"
+    );
+    let r = crate::bench_upstream::run(&url, seconds, clients, testdata)?;
+    println!("{}", crate::bench_upstream::table(&r));
+    Ok(ExitCode::SUCCESS)
+}
+
 fn describe(s: &ServerArgs) -> Result<ExitCode> {
-    let d = client(s)?
+    let mut d = client(s)?
         .describe()
         .with_context(|| format!("DESCRIBE to {}", s.server))?;
+    // Readiness now, asked of each model server from here (the proxy's
+    // event loop never blocks on it; DESCRIBE carries the start-up check).
+    if let Some(ups) = d["upstreams"].as_array_mut() {
+        for u in ups {
+            let kind = match u["kind"].as_str() {
+                Some("kserve") => crate::upstream::UpstreamKind::Kserve,
+                Some("openai") => crate::upstream::UpstreamKind::Openai,
+                _ => continue,
+            };
+            let r =
+                crate::upstream::HttpUrl::parse(u["url"].as_str().unwrap_or("")).and_then(|url| {
+                    crate::upstream::check_ready(
+                        kind,
+                        &url,
+                        u["model"].as_str().unwrap_or(""),
+                        u["version"].as_str().unwrap_or(""),
+                        Duration::from_secs_f64(s.timeout.min(2.0)),
+                    )
+                });
+            u["ready_now"] = r.is_ok().into();
+            if let Err(e) = r {
+                u["not_ready_now_because"] = e.into();
+            }
+        }
+    }
     println!("{}", serde_json::to_string_pretty(&d)?);
     Ok(ExitCode::SUCCESS)
 }

@@ -40,6 +40,10 @@ pub struct Config {
     pub stats: StatsConfig,
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Model servers by name (`[upstreams.<name>]`); pipelines name one,
+    /// or the built-in `echo`.
+    #[serde(default)]
+    pub upstreams: std::collections::BTreeMap<String, crate::upstream::UpstreamConfig>,
     #[serde(default)]
     pub pipelines: Vec<PipelineConfig>,
     /// Directory of the config file: relative paths resolve against it.
@@ -363,6 +367,53 @@ impl Config {
         Config::from_toml(DEFAULT_CONFIG).expect("the shipped default config is valid")
     }
 
+    fn validate_upstreams(&self) -> Result<(), ConfigError> {
+        use crate::upstream::{HttpUrl, UpstreamKind};
+        for (name, u) in &self.upstreams {
+            let key = |k: &str| format!("upstreams.{name}.{k}");
+            if name == "echo" {
+                return Err(invalid(
+                    format!("upstreams.{name}"),
+                    "`echo` is the built-in upstream's name",
+                ));
+            }
+            if let Err(e) = HttpUrl::parse(&u.url) {
+                return Err(invalid(key("url"), e));
+            }
+            if u.model.is_empty() || u.model.contains('/') && u.kind == UpstreamKind::Kserve {
+                return Err(invalid(key("model"), "a model name is needed (no `/`)"));
+            }
+            for (k, v) in [
+                ("connections", u.connections as u64),
+                ("max_pending", u.max_pending as u64),
+                ("connect_timeout_ms", u.connect_timeout_ms),
+                ("request_timeout_ms", u.request_timeout_ms),
+                ("reconnect_backoff_ms", u.reconnect_backoff_ms),
+            ] {
+                if v == 0 {
+                    return Err(invalid(key(k), "must be at least 1"));
+                }
+            }
+            if u.connections > 1024 {
+                return Err(invalid(key("connections"), "at most 1024"));
+            }
+            if u.kind == UpstreamKind::Kserve && !u.params.is_empty() {
+                return Err(invalid(key("params"), "only openai upstreams take params"));
+            }
+            if let Some(k) = u
+                .params
+                .keys()
+                .find(|k| crate::upstream::openai::RESERVED_KEYS.contains(&k.as_str()))
+            {
+                return Err(invalid(
+                    format!("upstreams.{name}.params.{k}"),
+                    "set by tensorwire (model comes from `model`, the prompt from the pipeline; streaming is not supported)",
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let i = &self.ingress;
         if !(576..=65535).contains(&i.mtu) {
@@ -407,6 +458,7 @@ impl Config {
                 return Err(invalid(k, "must be at least 1"));
             }
         }
+        self.validate_upstreams()?;
         if self.pipelines.is_empty() {
             return Err(invalid("pipelines", "at least one pipeline is needed"));
         }
@@ -423,10 +475,27 @@ impl Config {
                 ));
             }
             if p.upstream != "echo" {
-                return Err(invalid(
-                    key("upstream"),
-                    format!("unknown upstream `{}` (available: echo)", p.upstream),
-                ));
+                let Some(u) = self.upstreams.get(&p.upstream) else {
+                    let mut known: Vec<&str> = vec!["echo"];
+                    known.extend(self.upstreams.keys().map(String::as_str));
+                    return Err(invalid(
+                        key("upstream"),
+                        format!(
+                            "unknown upstream `{}` (available: {})",
+                            p.upstream,
+                            known.join(", ")
+                        ),
+                    ));
+                };
+                if u.kind == crate::upstream::UpstreamKind::Openai && p.kind != PipelineKind::Text {
+                    return Err(invalid(
+                        key("upstream"),
+                        format!(
+                            "upstream `{}` is openai: it takes token ids, so only text pipelines",
+                            p.upstream
+                        ),
+                    ));
+                }
             }
             match p.kind {
                 PipelineKind::Image => {
@@ -540,6 +609,50 @@ mod tests {
         let bad = DEFAULT_CONFIG.replace("id = 2", "id = 1");
         let e = Config::from_toml(&bad).unwrap_err().to_string();
         assert!(e.contains("duplicate"), "{e}");
+    }
+
+    #[test]
+    fn upstream_keys_are_validated() {
+        let with = |ups: &str, upstream: &str| {
+            let text = DEFAULT_CONFIG.replacen(
+                "upstream = \"echo\"",
+                &format!("upstream = \"{upstream}\""),
+                1,
+            ) + ups;
+            Config::from_toml(&text).map_err(|e| e.to_string())
+        };
+        let ks = "\n[upstreams.triton]\nkind = \"kserve\"\nurl = \"http://127.0.0.1:8000\"\nmodel = \"resnet\"\n";
+        let c = with(ks, "triton").unwrap();
+        let u = &c.upstreams["triton"];
+        assert_eq!(
+            (u.connections, u.max_pending, u.request_timeout_ms),
+            (4, 256, 5000)
+        );
+        let e = with(ks, "tritn").unwrap_err();
+        assert!(
+            e.contains("pipelines[0].upstream") && e.contains("echo, triton"),
+            "{e}"
+        );
+        let e = with(&ks.replace("http://", "https://"), "triton").unwrap_err();
+        assert!(
+            e.contains("upstreams.triton.url") && e.contains("http://"),
+            "{e}"
+        );
+        let e = with(&format!("{ks}connections = 0\n"), "triton").unwrap_err();
+        assert!(e.contains("upstreams.triton.connections"), "{e}");
+        let e = with(&format!("{ks}colour = 1\n"), "triton").unwrap_err();
+        assert!(e.contains("colour"), "{e}");
+        // openai takes token ids: not for the image pipeline.
+        let oa = "\n[upstreams.vllm]\nkind = \"openai\"\nurl = \"http://127.0.0.1:8001\"\nmodel = \"m\"\n";
+        let e = with(oa, "vllm").unwrap_err();
+        assert!(
+            e.contains("pipelines[0].upstream") && e.contains("text pipelines"),
+            "{e}"
+        );
+        let e = with(&format!("{oa}params = {{ prompt = \"x\" }}\n"), "echo").unwrap_err();
+        assert!(e.contains("upstreams.vllm.params.prompt"), "{e}");
+        let c = with(&format!("{oa}endpoint = \"embeddings\"\nparams = {{ max_tokens = 16, temperature = 0.0 }}\n"), "echo").unwrap();
+        assert_eq!(c.upstreams["vllm"].params["max_tokens"], 16);
     }
 
     #[test]

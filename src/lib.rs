@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod bench;
+pub mod bench_upstream;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -22,6 +22,7 @@ impl RunningProxy {
     /// Builds the core from `config` and serves on `addr` (port 0: any).
     pub fn spawn(config: Config, addr: SocketAddr) -> anyhow::Result<RunningProxy> {
         let mut proxy = Proxy::from_config(config.clone())?;
+        proxy.check_upstreams_ready(READY_TIMEOUT);
         let mut ingress = UdpIngress::bind_addr(addr, &config.ingress, config.limits.max_datagram)?;
         let addr = ingress.local_addr()?;
         let shutdown = Arc::new(AtomicBool::new(false));
@@ -30,6 +31,8 @@ impl RunningProxy {
             .name("tensorwire-udp".into())
             .spawn(move || {
                 ingress.run(&mut proxy, &flag, |_, _| {})?;
+                let mut dropped = Vec::new();
+                proxy.shutdown(std::time::Instant::now(), &mut dropped);
                 Ok((proxy.stats(), ingress.stats.clone()))
             })?;
         Ok(RunningProxy {
@@ -62,6 +65,7 @@ impl Drop for RunningProxy {
 /// Serves in this thread until `shutdown` is set, logging progress.
 pub fn serve_udp(config: &Config, shutdown: &AtomicBool) -> anyhow::Result<(Stats, UdpStats)> {
     let mut proxy = Proxy::from_config(config.clone())?;
+    proxy.check_upstreams_ready(READY_TIMEOUT);
     let mut ingress = UdpIngress::bind(&config.ingress, config.limits.max_datagram)
         .map_err(|e| anyhow::anyhow!("cannot bind {}: {e}", config.ingress.listen))?;
     tracing::info!(listen = %ingress.local_addr()?, mode = "socket", pipelines = config.pipelines.len(), "tensorwire serving");
@@ -88,6 +92,9 @@ pub fn serve_udp(config: &Config, shutdown: &AtomicBool) -> anyhow::Result<(Stat
     })?;
     Ok((proxy.stats(), ingress.stats.clone()))
 }
+
+/// How long the start-up readiness check waits for each upstream.
+pub const READY_TIMEOUT: Duration = Duration::from_millis(1000);
 
 /// How often workers publish counters to the admin endpoint.
 pub const PUBLISH_EVERY: Duration = Duration::from_secs(1);
@@ -152,7 +159,10 @@ impl XdpProxy {
         let mut workers = Vec::new();
         for q in 0..queues {
             let mut queue = worker::XdpQueue::bind(ifname, q, &program, xdp)?;
-            let mut proxy = Proxy::new(config.clone(), pipelines.clone());
+            let mut proxy = Proxy::new(config.clone(), pipelines.clone())?;
+            if q == 0 {
+                proxy.check_upstreams_ready(READY_TIMEOUT);
+            }
             let flag = shutdown.clone();
             let cores = std::thread::available_parallelism()
                 .map(|n| n.get())

@@ -385,3 +385,80 @@ fn live_frame_generator_feeds_every_bench_receiver() {
         }
     }
 }
+
+mod support;
+
+/// The AF_XDP worker waits on the upstream connections' epoll fd next to
+/// its XSK socket: the same identity round trip as over the UDP socket,
+/// with a real KServe server in the proxy's namespace.
+#[test]
+fn kserve_upstream_over_af_xdp() {
+    let Some(net) = Netns::new(1) else {
+        eprintln!("skipped: needs root and iproute2");
+        return;
+    };
+    // Started from a thread inside the proxy namespace: the server
+    // process inherits it, and its readiness is checked there.
+    let server = Netns::run_in(&net.proxy_ns, support::PyServer::kserve)
+        .join()
+        .unwrap();
+    let url = server.url();
+    let ifname = net.proxy_if.clone();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let proxy = Netns::run_in(&net.proxy_ns, move || {
+        let text = tensorwire::config::DEFAULT_CONFIG
+            .replace("upstream = \"echo\"", "upstream = \"triton\"")
+            + &format!(
+                "\n[upstreams.triton]\nkind = \"kserve\"\nurl = \"{url}\"\nmodel = \"identity\"\n"
+            );
+        let mut cfg = Config::from_toml(&text).unwrap();
+        cfg.ingress.interface = ifname;
+        cfg.ingress.listen = "0.0.0.0:7878".parse().unwrap();
+        cfg.ingress.xdp.frames = 4096;
+        cfg.ingress.xdp.ring_size = 1024;
+        let p = XdpProxy::start(&cfg, 1).expect("start XDP proxy");
+        ready_tx.send(()).unwrap();
+        stop_rx.recv().ok();
+        p.stop().unwrap()
+    });
+    ready_rx.recv().expect("proxy started");
+    let server_addr: std::net::SocketAddr = format!("{}:7878", net.proxy_ip).parse().unwrap();
+    let client = Netns::run_in(&net.client_ns, move || {
+        let cfg = Config::builtin();
+        let pipelines = Pipelines::build(&cfg).unwrap();
+        let (Plan::Image(img_plan), Plan::Text(txt_plan)) =
+            (pipelines.get(0).plan.clone(), pipelines.get(1).plan.clone())
+        else {
+            unreachable!()
+        };
+        let mut c = Client::connect(server_addr).unwrap();
+        c.timeout = std::time::Duration::from_secs(20);
+        let d = c.describe().unwrap();
+        assert_eq!(d["upstreams"][0]["ready_at_start"], true, "{d}");
+        let img = load_image(&testdata("images/chelsea.png"), None).unwrap();
+        let want = img_plan.run_whole(&img.data, img.width, img.height, img.format);
+        let t = c
+            .send_image(1, &img, None, 1472, &Faults::default())
+            .unwrap()
+            .tensors()
+            .unwrap();
+        assert!(t[0].data == want, "image tensor through AF_XDP and KServe");
+        let text = "Hello from the client namespace";
+        let t = c
+            .send_text(2, text.as_bytes(), 0, 1472, &Faults::default())
+            .unwrap()
+            .tensors()
+            .unwrap();
+        assert_eq!(t, reference::whole_text_tensors(&txt_plan, text).unwrap());
+    });
+    let result = client.join();
+    stop_tx.send(()).unwrap();
+    let workers = proxy.join().unwrap();
+    drop(server);
+    result.expect("client checks");
+    let s = &workers[0].0;
+    assert_eq!(s.upstream_calls, 2);
+    assert_eq!(s.requests_completed, 2);
+    assert_eq!(s.upstreams[0].pool.calls_ok, 2);
+}

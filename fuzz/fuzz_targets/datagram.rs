@@ -21,7 +21,8 @@ fuzz_target!(|data: &[u8]| {
         let p = Pipelines::build(&c).unwrap();
         (c, p)
     });
-    let mut proxy = Proxy::new(cfg.clone(), pipelines.clone());
+    let mut proxy =
+        Proxy::new(cfg.clone(), pipelines.clone()).expect("the builtin config has no model servers");
     let t0 = Instant::now();
     let mut out: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
     // Split the input into datagrams at 0xFF 0xFF markers.

@@ -35,6 +35,13 @@ pub trait DatagramHandler {
     /// Timers: called when `next_deadline` passes (and may be called any time).
     fn on_tick(&mut self, now: Instant, out: &mut dyn ReplySink);
     fn next_deadline(&self) -> Option<Instant>;
+    /// A pollable fd (an epoll of model-server connections) the ingress
+    /// must wait on next to its own; None when there is nothing upstream.
+    fn upstream_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
+    /// `upstream_fd` became readable: drive the connections (never blocks).
+    fn on_upstream_ready(&mut self, _now: Instant, _out: &mut dyn ReplySink) {}
 }
 
 /// Sets a socket buffer size: the privileged `force` option first (it

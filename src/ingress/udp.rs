@@ -16,6 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const SOCKET: Token = Token(0);
+/// The handler's model-server epoll fd.
+const UPSTREAM: Token = Token(1);
 /// Longest a poll sleeps, so a shutdown request is seen promptly.
 const MAX_SLEEP: Duration = Duration::from_millis(50);
 
@@ -100,6 +102,14 @@ impl UdpIngress {
     ) -> io::Result<()> {
         let mut events = Events::with_capacity(16);
         let mut writable_registered = false;
+        let upstream_fd = handler.upstream_fd();
+        if let Some(fd) = upstream_fd {
+            self.poll.registry().register(
+                &mut mio::unix::SourceFd(&fd),
+                UPSTREAM,
+                Interest::READABLE,
+            )?;
+        }
         let mut next_log = self.stats_interval.map(|i| Instant::now() + i);
         while !shutdown.load(Ordering::Relaxed) {
             let now = Instant::now();
@@ -112,12 +122,24 @@ impl UdpIngress {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
+            let mut upstream_ready = false;
             for ev in events.iter() {
-                if ev.is_writable() {
+                if ev.token() == UPSTREAM {
+                    upstream_ready = true;
+                } else if ev.is_writable() {
                     self.flush_queue();
                 }
             }
             self.receive_all(handler)?;
+            if upstream_ready {
+                let mut sink = Sink {
+                    socket: &self.socket,
+                    queue: &mut self.queue,
+                    cap: self.queue_cap,
+                    stats: &mut self.stats,
+                };
+                handler.on_upstream_ready(Instant::now(), &mut sink);
+            }
             let now = Instant::now();
             if handler.next_deadline().is_some_and(|d| d <= now) {
                 let mut sink = Sink {
@@ -147,6 +169,12 @@ impl UdpIngress {
                     next_log = Some(now + i);
                 }
             }
+        }
+        if let Some(fd) = upstream_fd {
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut mio::unix::SourceFd(&fd));
         }
         Ok(())
     }

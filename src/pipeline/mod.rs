@@ -194,7 +194,16 @@ pub fn describe(cfg: &Config, pipelines: &Pipelines) -> Value {
             "max_requests_per_source": l.max_requests_per_source,
             "max_bytes_per_source": l.max_bytes_per_source,
         },
-        "pipelines": pipelines.iter().map(Pipeline::describe).collect::<Vec<_>>(),
+        "pipelines": pipelines.iter().map(|p| {
+            let mut d = p.describe();
+            // The spec's `upstream` is the kind (echo, kserve, openai);
+            // the configured name goes in `upstream_name`.
+            if let Some(u) = cfg.upstreams.get(&p.upstream) {
+                d["upstream"] = u.kind.name().into();
+                d["upstream_name"] = p.upstream.clone().into();
+            }
+            d
+        }).collect::<Vec<_>>(),
     })
 }
 

@@ -12,15 +12,37 @@ pub use stats::Stats;
 use crate::config::Config;
 use crate::ingress::{DatagramHandler, ReplySink};
 use crate::pipeline::{Pipelines, Plan, RequestState, ResizeCache};
-use crate::reassembly::{Fragment, Key, Outcome, Reassembler, Reject, Request};
+use crate::reassembly::{Fragment, Key, Outcome, Reassembler, Reject, Release, Request};
 use crate::transform::resize::ResizePlan;
 use crate::upstream::echo::kserve_binary_response;
+use crate::upstream::http::CallId;
+use crate::upstream::{Completion, UpstreamError, Upstreams};
 use crate::wire::{
     content_type, read_u16, read_u64, ErrorCode, HeaderRepr, ImageFragment, ImageRepr, Kind,
     Packet, TextChunk, TextRepr, WireError, MAGIC, VERSION,
 };
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
+
+/// Why a proxy core could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Pipeline(#[from] crate::pipeline::PipelineError),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+/// A request handed to a model server, waiting for its answer. It stays
+/// in flight (its reassembly slot held) until answered, so the in-flight
+/// limits bound upstream work too.
+#[derive(Debug)]
+struct Waiting {
+    key: Key,
+    pipeline_id: u16,
+    release: Release,
+}
 
 /// The proxy core for one worker.
 pub struct Proxy {
@@ -32,32 +54,73 @@ pub struct Proxy {
     replies: ReplyWriter,
     stats: Stats,
     expired: Vec<Key>,
+    upstreams: Upstreams,
+    /// Upstream index per pipeline index (None: echo).
+    pipeline_upstream: Vec<Option<usize>>,
+    waiting: HashMap<(usize, CallId), Waiting>,
+    /// Keys of `waiting`: their late fragments must not start a new
+    /// request (the key becomes "answered" when the answer is sent).
+    waiting_keys: std::collections::HashSet<Key>,
+    completions: Vec<Completion>,
 }
 
 impl Proxy {
-    pub fn new(config: Config, pipelines: Pipelines) -> Proxy {
-        let describe =
-            serde_json::to_vec(&crate::pipeline::describe(&config, &pipelines)).expect("JSON");
+    /// A core with its model-server connections (none opened yet).
+    pub fn new(config: Config, pipelines: Pipelines) -> Result<Proxy, UpstreamError> {
+        let upstreams = Upstreams::build(&config.upstreams)?;
+        let pipeline_upstream = pipelines
+            .iter()
+            .map(|p| upstreams.index_of(&p.upstream))
+            .collect();
         let replies = ReplyWriter::new(
             config.ingress.reply_payload_max(false),
             config.ingress.reply_payload_max(true),
         );
-        Proxy {
+        let mut proxy = Proxy {
+            upstreams,
+            pipeline_upstream,
+            waiting: HashMap::new(),
+            waiting_keys: std::collections::HashSet::new(),
+            completions: Vec::new(),
             reassembler: Reassembler::new(&config.limits),
             resize_cache: ResizeCache::new(64),
             config,
             pipelines,
-            describe,
+            describe: Vec::new(),
             replies,
             stats: Stats::default(),
             expired: Vec::new(),
-        }
+        };
+        proxy.refresh_describe();
+        Ok(proxy)
     }
 
     /// Builds pipelines from `config` (loads tokenizers) and the core.
-    pub fn from_config(config: Config) -> Result<Proxy, crate::pipeline::PipelineError> {
+    pub fn from_config(config: Config) -> Result<Proxy, BuildError> {
         let pipelines = Pipelines::build(&config)?;
-        Ok(Proxy::new(config, pipelines))
+        Ok(Proxy::new(config, pipelines)?)
+    }
+
+    /// Checks every upstream's readiness (blocking, start-up only) and
+    /// shows the result in DESCRIBE.
+    pub fn check_upstreams_ready(&mut self, timeout: std::time::Duration) {
+        self.upstreams.check_ready(timeout);
+        self.refresh_describe();
+    }
+
+    /// Closes model-server connections; requests still waiting get
+    /// UPSTREAM_UNAVAILABLE through `out`.
+    pub fn shutdown(&mut self, now: Instant, out: &mut dyn ReplySink) {
+        self.upstreams.shutdown();
+        self.upstream_ready(now, out);
+    }
+
+    fn refresh_describe(&mut self) {
+        let mut d = crate::pipeline::describe(&self.config, &self.pipelines);
+        if !self.upstreams.is_empty() {
+            d["upstreams"] = self.upstreams.describe().into();
+        }
+        self.describe = serde_json::to_vec(&d).expect("JSON");
     }
 
     pub fn stats(&self) -> Stats {
@@ -68,6 +131,8 @@ impl Proxy {
         s.answered_keys_evicted = self.reassembler.answered_evicted();
         s.state_bytes = self.reassembler.held_bytes() as u64;
         s.resize_plans_built = self.resize_cache.misses;
+        s.upstream_calls_waiting = self.waiting.len() as u64;
+        s.upstreams = self.upstreams.stats();
         s
     }
 
@@ -129,7 +194,7 @@ impl Proxy {
             self.stats.dropped_reply_kind += 1;
             return;
         }
-        if self.reassembler.is_answered(&key, now) {
+        if self.reassembler.is_answered(&key, now) || self.waiting_keys.contains(&key) {
             self.stats.late_fragments += 1;
             return;
         }
@@ -360,6 +425,10 @@ impl Proxy {
         }
         self.stats.describe_requests += 1;
         self.reassembler.mark_answered(key, now);
+        if !self.upstreams.is_empty() {
+            // Breaker states and open connections are live.
+            self.refresh_describe();
+        }
         let n = self.replies.response(
             out,
             key.client,
@@ -373,26 +442,52 @@ impl Proxy {
         self.stats.response_datagrams += n as u64;
     }
 
-    /// Finishes a complete request's transform and answers it.
+    /// Finishes a complete request's transform and answers it (echo), or
+    /// hands it to its model server.
     fn finish(&mut self, out: &mut dyn ReplySink, req: Request<RequestState>, now: Instant) {
         let release = req.release();
         let (key, pipeline_id) = (req.key, req.pipeline_id);
+        let upstream = self.pipeline_upstream[req.pipeline];
         match req.body.finish() {
-            Ok(tensors) => {
-                let (body, header_len) = kserve_binary_response("echo", &tensors);
-                let n = self.replies.response(
-                    out,
-                    key.client,
-                    key.request_id,
-                    pipeline_id,
-                    content_type::KSERVE_BINARY,
-                    header_len,
-                    &body,
-                );
-                self.stats.requests_completed += 1;
-                self.stats.responses_sent += 1;
-                self.stats.response_datagrams += n as u64;
-            }
+            Ok(tensors) => match upstream {
+                None => {
+                    let (body, header_len) = kserve_binary_response("echo", &tensors);
+                    self.respond(
+                        out,
+                        key,
+                        pipeline_id,
+                        content_type::KSERVE_BINARY,
+                        header_len,
+                        &body,
+                    );
+                }
+                Some(u) => match self.upstreams.submit(u, &tensors, now) {
+                    Ok(call) => {
+                        self.stats.upstream_calls += 1;
+                        let w = Waiting {
+                            key,
+                            pipeline_id,
+                            release,
+                        };
+                        self.waiting.insert((u, call), w);
+                        self.waiting_keys.insert(key);
+                        // Answered later, from `upstream_ready` (at once
+                        // if the call already failed inside submit).
+                        if self.upstreams.has_completions() {
+                            self.upstream_ready(now, out);
+                        }
+                        return;
+                    }
+                    Err(f) => self.error(
+                        out,
+                        key.client,
+                        key.request_id,
+                        pipeline_id,
+                        f.code(),
+                        &f.to_string(),
+                    ),
+                },
+            },
             Err(r) => self.error(
                 out,
                 key.client,
@@ -405,7 +500,63 @@ impl Proxy {
         self.reassembler.finish(release, now);
     }
 
+    fn respond(
+        &mut self,
+        out: &mut dyn ReplySink,
+        key: Key,
+        pipeline_id: u16,
+        content_type: u16,
+        header_len: usize,
+        body: &[u8],
+    ) {
+        let n = self.replies.response(
+            out,
+            key.client,
+            key.request_id,
+            pipeline_id,
+            content_type,
+            header_len,
+            body,
+        );
+        self.stats.requests_completed += 1;
+        self.stats.responses_sent += 1;
+        self.stats.response_datagrams += n as u64;
+    }
+
+    /// Drives the model-server connections and answers finished calls.
+    fn upstream_ready(&mut self, now: Instant, out: &mut dyn ReplySink) {
+        if self.upstreams.is_empty() {
+            return;
+        }
+        let mut done = std::mem::take(&mut self.completions);
+        self.upstreams.drive(now, &mut done);
+        for c in done.drain(..) {
+            let Some(w) = self.waiting.remove(&(c.upstream, c.call)) else {
+                // Every call is registered before it can complete.
+                self.stats.upstream_unknown_completions += 1;
+                continue;
+            };
+            self.waiting_keys.remove(&w.key);
+            match c.result {
+                Ok((ct, header_len, body)) => {
+                    self.respond(out, w.key, w.pipeline_id, ct, header_len, &body)
+                }
+                Err(f) => self.error(
+                    out,
+                    w.key.client,
+                    w.key.request_id,
+                    w.pipeline_id,
+                    f.code(),
+                    &f.to_string(),
+                ),
+            }
+            self.reassembler.finish(w.release, now);
+        }
+        self.completions = done;
+    }
+
     fn tick(&mut self, now: Instant, out: &mut dyn ReplySink) {
+        self.upstream_ready(now, out);
         let mut expired = std::mem::take(&mut self.expired);
         expired.clear();
         self.reassembler.expire(now, &mut expired);
@@ -442,6 +593,18 @@ impl DatagramHandler for Proxy {
         self.tick(now, out);
     }
     fn next_deadline(&self) -> Option<Instant> {
-        self.reassembler.next_deadline()
+        match (
+            self.reassembler.next_deadline(),
+            self.upstreams.next_deadline(),
+        ) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+    fn upstream_fd(&self) -> Option<std::os::fd::RawFd> {
+        (!self.upstreams.is_empty()).then(|| self.upstreams.fd())
+    }
+    fn on_upstream_ready(&mut self, now: Instant, out: &mut dyn ReplySink) {
+        self.upstream_ready(now, out);
     }
 }

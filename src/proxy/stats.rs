@@ -36,6 +36,14 @@ pub struct Stats {
     pub state_bytes: u64,
     /// Resize coefficient tables built (cache misses).
     pub resize_plans_built: u64,
+    /// Requests handed to a model server.
+    pub upstream_calls: u64,
+    /// Requests waiting for a model server's answer now.
+    pub upstream_calls_waiting: u64,
+    /// Completions no request waited for (must stay 0).
+    pub upstream_unknown_completions: u64,
+    /// Per model server: calls, connections, failures by kind, breaker.
+    pub upstreams: Vec<crate::upstream::UpstreamStats>,
 }
 
 impl Stats {
@@ -69,6 +77,21 @@ impl fmt::Display for Stats {
             if n > 0 {
                 write!(f, " {}={}", c.name(), n)?;
             }
+        }
+        for u in &self.upstreams {
+            write!(
+                f,
+                " | {}: calls={} in_flight={} ok={} unavailable={} timed_out={} http_errors={} conns={} breaker={}",
+                u.name,
+                u.pool.calls,
+                u.pool.calls_in_flight,
+                u.pool.calls_ok,
+                u.pool.calls_unavailable + u.breaker_rejects,
+                u.pool.calls_timed_out,
+                u.http_errors,
+                u.pool.connections_open,
+                u.breaker
+            )?;
         }
         Ok(())
     }

@@ -237,13 +237,23 @@ impl XdpQueue {
             }
             // Sleep in poll(): spinning on a shared core starves the
             // kernel's NAPI work on veth.
-            let mut pfd = libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd.
-            let r = unsafe { libc::poll(&mut pfd, 1, sleep.as_millis() as libc::c_int) };
+            // The handler's model-server connections (an epoll fd) wake
+            // us too.
+            let upstream_fd = handler.upstream_fd();
+            let mut pfds = [
+                libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: upstream_fd.unwrap_or(-1),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            // SAFETY: two valid pollfds (a negative fd is ignored by poll).
+            let r = unsafe { libc::poll(pfds.as_mut_ptr(), 2, sleep.as_millis() as libc::c_int) };
             if r < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -252,6 +262,10 @@ impl XdpQueue {
             }
             self.refill();
             self.receive(handler);
+            if pfds[1].revents != 0 {
+                let mut sink = self.sink();
+                handler.on_upstream_ready(Instant::now(), &mut sink);
+            }
             let now = Instant::now();
             if handler.next_deadline().is_some_and(|d| d <= now) {
                 let mut sink = self.sink();

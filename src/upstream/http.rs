@@ -1,0 +1,1017 @@
+//! An HTTP/1.1 client for the event loop: a keep-alive connection pool
+//! per upstream on mio, one request per connection at a time (no
+//! pipelining), responses parsed with httparse (Content-Length, chunked,
+//! or until close). Timeouts are deadlines the owner checks with
+//! [`Pool::on_timer`]; nothing here blocks or sleeps.
+
+use super::breaker::Backoff;
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Why a call failed. `Unavailable`-class errors mean the server could
+/// not be reached or did not answer; `Malformed` that it answered
+/// something that is not HTTP.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HttpError {
+    #[error("connect to {0}: {1}")]
+    Connect(SocketAddr, String),
+    #[error("connection to {0} lost: {1}")]
+    Io(SocketAddr, String),
+    #[error("no answer from {0} within {1} ms")]
+    Timeout(SocketAddr, u64),
+    #[error("malformed HTTP answer from {0}: {1}")]
+    Malformed(SocketAddr, String),
+    #[error("{0} reconnecting after failures (next attempt in {1} ms)")]
+    Backoff(SocketAddr, u64),
+}
+
+impl HttpError {
+    /// Whether the server is unreachable (as opposed to answering badly).
+    pub fn is_unavailable(&self) -> bool {
+        !matches!(self, HttpError::Malformed(..))
+    }
+}
+
+/// A parsed response.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// Header names lower-cased.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// The server keeps the connection open for the next request.
+    pub keep_alive: bool,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Serializes a request: `POST`/`GET` with a body (may be empty).
+pub fn encode_request(
+    method: &str,
+    host: &str,
+    path: &str,
+    extra_headers: &[(&str, String)],
+    content_type: &str,
+    body: &[u8],
+) -> Vec<u8> {
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: tensorwire\r\n");
+    if !body.is_empty() || method == "POST" {
+        head.push_str(&format!(
+            "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    for (k, v) in extra_headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut out = Vec::with_capacity(head.len() + body.len());
+    out.extend_from_slice(head.as_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// How the body of a parsed head is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyKind {
+    Length(usize),
+    Chunked,
+    UntilClose,
+}
+
+#[derive(Debug, Clone)]
+struct Head {
+    len: usize,
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: BodyKind,
+    keep_alive: bool,
+}
+
+/// Incremental response parser over a growing buffer.
+#[derive(Debug, Default)]
+pub struct ResponseParser {
+    head: Option<Head>,
+}
+
+/// Responses larger than this are refused as malformed (bounded memory).
+pub const MAX_RESPONSE_BODY: usize = 256 << 20;
+const MAX_HEAD: usize = 64 << 10;
+
+impl ResponseParser {
+    /// Tries to complete a response from `buf` (everything read so far);
+    /// `eof` says the peer closed. Ok(None): need more bytes.
+    pub fn parse(&mut self, buf: &[u8], eof: bool) -> Result<Option<HttpResponse>, String> {
+        if self.head.is_none() {
+            let mut headers = [httparse::EMPTY_HEADER; 48];
+            let mut r = httparse::Response::new(&mut headers);
+            match r.parse(buf) {
+                Ok(httparse::Status::Complete(len)) => {
+                    let status = r.code.unwrap_or(0);
+                    let http10 = r.version == Some(0);
+                    let headers: Vec<(String, String)> = r
+                        .headers
+                        .iter()
+                        .map(|h| {
+                            (
+                                h.name.to_ascii_lowercase(),
+                                String::from_utf8_lossy(h.value).trim().to_string(),
+                            )
+                        })
+                        .collect();
+                    let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v);
+                    let chunked = get("transfer-encoding")
+                        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+                    let body = if chunked {
+                        BodyKind::Chunked
+                    } else if let Some(v) = get("content-length") {
+                        let n: usize =
+                            v.parse().map_err(|_| format!("bad Content-Length `{v}`"))?;
+                        if n > MAX_RESPONSE_BODY {
+                            return Err(format!("body of {n} bytes is too large"));
+                        }
+                        BodyKind::Length(n)
+                    } else if status == 204 || status == 304 || (100..200).contains(&status) {
+                        BodyKind::Length(0)
+                    } else {
+                        BodyKind::UntilClose
+                    };
+                    let close = get("connection")
+                        .map(|v| v.to_ascii_lowercase())
+                        .is_some_and(|v| v.contains("close"));
+                    let keep_alive = !close && !http10 && body != BodyKind::UntilClose;
+                    self.head = Some(Head {
+                        len,
+                        status,
+                        headers,
+                        body,
+                        keep_alive,
+                    });
+                }
+                Ok(httparse::Status::Partial) => {
+                    if buf.len() > MAX_HEAD {
+                        return Err("response head larger than 64 KiB".into());
+                    }
+                    if eof {
+                        return Err(if buf.is_empty() {
+                            "connection closed before any answer".into()
+                        } else {
+                            "connection closed inside the response head".into()
+                        });
+                    }
+                    return Ok(None);
+                }
+                Err(e) => return Err(format!("response head: {e}")),
+            }
+        }
+        let head = self.head.as_ref().expect("parsed above");
+        let rest = &buf[head.len..];
+        let body = match head.body {
+            BodyKind::Length(n) => {
+                if rest.len() < n {
+                    if eof {
+                        return Err(format!(
+                            "connection closed after {} of {n} body bytes",
+                            rest.len()
+                        ));
+                    }
+                    return Ok(None);
+                }
+                rest[..n].to_vec()
+            }
+            BodyKind::UntilClose => {
+                if rest.len() > MAX_RESPONSE_BODY {
+                    return Err("body too large".into());
+                }
+                if !eof {
+                    return Ok(None);
+                }
+                rest.to_vec()
+            }
+            BodyKind::Chunked => match decode_chunked(rest)? {
+                Some(b) => b,
+                None if eof => return Err("connection closed inside a chunked body".into()),
+                None => return Ok(None),
+            },
+        };
+        let head = self.head.take().expect("parsed above");
+        Ok(Some(HttpResponse {
+            status: head.status,
+            headers: head.headers,
+            body,
+            keep_alive: head.keep_alive,
+        }))
+    }
+
+    pub fn reset(&mut self) {
+        self.head = None;
+    }
+}
+
+/// Decodes a complete chunked body, or None if more bytes are needed.
+fn decode_chunked(mut b: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    let mut out = Vec::new();
+    loop {
+        let (used, size) = match httparse::parse_chunk_size(b) {
+            Ok(httparse::Status::Complete(x)) => x,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(_) => return Err("bad chunk size".into()),
+        };
+        let size = usize::try_from(size).map_err(|_| "chunk too large".to_string())?;
+        if out.len() + size > MAX_RESPONSE_BODY {
+            return Err("chunked body too large".into());
+        }
+        b = &b[used..];
+        if size == 0 {
+            // Trailers (ignored) end with an empty line.
+            let mut rest = b;
+            loop {
+                let Some(i) = rest.windows(2).position(|w| w == b"\r\n") else {
+                    return Ok(None);
+                };
+                if i == 0 {
+                    return Ok(Some(out));
+                }
+                rest = &rest[i + 2..];
+            }
+        }
+        if b.len() < size + 2 {
+            return Ok(None);
+        }
+        if &b[size..size + 2] != b"\r\n" {
+            return Err("chunk not followed by CRLF".into());
+        }
+        out.extend_from_slice(&b[..size]);
+        b = &b[size + 2..];
+    }
+}
+
+/// Pool settings.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub addr: SocketAddr,
+    pub connections: usize,
+    pub max_pending: usize,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+}
+
+/// Counters of one pool.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PoolStats {
+    pub calls: u64,
+    /// Calls queued or on a connection now.
+    pub calls_in_flight: u64,
+    pub calls_ok: u64,
+    pub calls_unavailable: u64,
+    pub calls_timed_out: u64,
+    pub calls_malformed: u64,
+    /// Calls refused because the queue was full.
+    pub calls_overloaded: u64,
+    /// Open TCP connections now (connecting included).
+    pub connections_open: u64,
+    pub connects: u64,
+    pub connect_failures: u64,
+    /// Connections opened after a failure or a lost connection.
+    pub reconnects: u64,
+    /// Calls resent once because a kept-alive connection was found closed.
+    pub stale_retries: u64,
+}
+
+/// One call's identity (chosen by the pool).
+pub type CallId = u64;
+
+#[derive(Debug)]
+struct Call {
+    id: CallId,
+    request: Vec<u8>,
+    deadline: Instant,
+    /// Already resent once after a stale keep-alive connection.
+    retried: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum ConnState {
+    Connecting { deadline: Instant },
+    Idle,
+    Busy,
+}
+
+#[derive(Debug)]
+struct Conn {
+    stream: TcpStream,
+    state: ConnState,
+    call: Option<Call>,
+    written: usize,
+    inbuf: Vec<u8>,
+    parser: ResponseParser,
+    /// Has carried a request before (a failure before any answer byte may
+    /// be a keep-alive close race: retry once).
+    reused: bool,
+}
+
+/// Why a call was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubmitError {
+    /// The queue is full.
+    Overloaded,
+    /// No connection and the reconnect backoff is running.
+    Unavailable(HttpError),
+}
+
+/// A keep-alive connection pool to one server.
+#[derive(Debug)]
+pub struct Pool {
+    cfg: PoolConfig,
+    /// Token base: connection slot `i` is `Token(base + i)`.
+    token_base: usize,
+    conns: Vec<Option<Conn>>,
+    queue: VecDeque<Call>,
+    backoff: Backoff,
+    next_id: CallId,
+    /// Set once a connection has failed or been lost: the next connect is
+    /// a reconnect.
+    lost: bool,
+    done: Vec<(CallId, Result<HttpResponse, HttpError>)>,
+    pub stats: PoolStats,
+}
+
+impl Pool {
+    pub fn new(cfg: PoolConfig, token_base: usize) -> Pool {
+        Pool {
+            conns: (0..cfg.connections).map(|_| None).collect(),
+            backoff: Backoff::new(cfg.backoff_initial, cfg.backoff_max),
+            cfg,
+            token_base,
+            queue: VecDeque::new(),
+            next_id: 1,
+            lost: false,
+            done: Vec::new(),
+            stats: PoolStats::default(),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.cfg.addr
+    }
+
+    /// Whether `token` belongs to this pool.
+    pub fn owns(&self, token: Token) -> bool {
+        (self.token_base..self.token_base + self.conns.len()).contains(&token.0)
+    }
+
+    fn alive(&self) -> usize {
+        self.conns.iter().filter(|c| c.is_some()).count()
+    }
+
+    /// Queues a serialized request; it goes out as soon as a connection is
+    /// free. The answer comes from [`Pool::take_done`].
+    pub fn submit(
+        &mut self,
+        request: Vec<u8>,
+        now: Instant,
+        registry: &Registry,
+    ) -> Result<CallId, SubmitError> {
+        if self.queue.len() >= self.cfg.max_pending {
+            self.stats.calls_overloaded += 1;
+            return Err(SubmitError::Overloaded);
+        }
+        if self.alive() == 0 {
+            if let Some(t) = self.backoff.waiting_until(now) {
+                self.stats.calls += 1;
+                self.stats.calls_unavailable += 1;
+                let ms = t.saturating_duration_since(now).as_millis() as u64;
+                return Err(SubmitError::Unavailable(HttpError::Backoff(
+                    self.cfg.addr,
+                    ms,
+                )));
+            }
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.stats.calls += 1;
+        self.stats.calls_in_flight += 1;
+        self.queue.push_back(Call {
+            id,
+            request,
+            deadline: now + self.cfg.request_timeout,
+            retried: false,
+        });
+        self.dispatch(now, registry);
+        Ok(id)
+    }
+
+    pub fn has_done(&self) -> bool {
+        !self.done.is_empty()
+    }
+
+    /// Completed calls since the last take.
+    pub fn take_done(&mut self, into: &mut Vec<(CallId, Result<HttpResponse, HttpError>)>) {
+        into.append(&mut self.done);
+    }
+
+    fn complete(&mut self, id: CallId, r: Result<HttpResponse, HttpError>) {
+        self.stats.calls_in_flight -= 1;
+        match &r {
+            Ok(_) => self.stats.calls_ok += 1,
+            Err(HttpError::Timeout(..)) => self.stats.calls_timed_out += 1,
+            Err(HttpError::Malformed(..)) => self.stats.calls_malformed += 1,
+            Err(_) => self.stats.calls_unavailable += 1,
+        }
+        self.done.push((id, r));
+    }
+
+    /// Hands queued calls to idle connections, opening connections as
+    /// needed (within `connections` and the backoff).
+    fn dispatch(&mut self, now: Instant, registry: &Registry) {
+        while let Some(front) = self.queue.front() {
+            // A call resent after a stale kept-alive connection goes on a
+            // fresh connection: the other idle ones may be just as stale.
+            let fresh_only = front.retried;
+            let usable = |c: &Option<Conn>| {
+                c.as_ref()
+                    .is_some_and(|c| c.state == ConnState::Idle && !(fresh_only && c.reused))
+            };
+            if let Some(i) = self.conns.iter().position(usable) {
+                let call = self.queue.pop_front().expect("non-empty");
+                let conn = self.conns[i].as_mut().expect("idle");
+                conn.state = ConnState::Busy;
+                conn.call = Some(call);
+                conn.written = 0;
+                conn.inbuf.clear();
+                conn.parser.reset();
+                self.pump(i, false, now, registry);
+                continue;
+            }
+            let connecting = self
+                .conns
+                .iter()
+                .flatten()
+                .filter(|c| matches!(c.state, ConnState::Connecting { .. }))
+                .count();
+            // One connection being opened per queued call at most.
+            if connecting >= self.queue.len() {
+                return;
+            }
+            if !self.backoff.ready(now) {
+                return;
+            }
+            let slot = match self.conns.iter().position(Option::is_none) {
+                Some(slot) => slot,
+                None if fresh_only => {
+                    // Make room: retire an idle kept-alive connection.
+                    let idle =
+                        |c: &Option<Conn>| c.as_ref().is_some_and(|c| c.state == ConnState::Idle);
+                    let Some(i) = self.conns.iter().position(idle) else {
+                        return;
+                    };
+                    self.close(i, registry);
+                    i
+                }
+                None => return,
+            };
+            if !self.open(slot, now, registry) {
+                // Failed at once: `open` failed the queue if nothing is left.
+                continue;
+            }
+        }
+    }
+
+    /// Starts a non-blocking connect in `slot`. False if it failed at once.
+    fn open(&mut self, slot: usize, now: Instant, registry: &Registry) -> bool {
+        let r = TcpStream::connect(self.cfg.addr).and_then(|mut s| {
+            registry.register(
+                &mut s,
+                Token(self.token_base + slot),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+            Ok(s)
+        });
+        match r {
+            Ok(stream) => {
+                self.stats.connections_open += 1;
+                self.conns[slot] = Some(Conn {
+                    stream,
+                    state: ConnState::Connecting {
+                        deadline: now + self.cfg.connect_timeout,
+                    },
+                    call: None,
+                    written: 0,
+                    inbuf: Vec::new(),
+                    parser: ResponseParser::default(),
+                    reused: false,
+                });
+                true
+            }
+            Err(e) => {
+                self.connect_failed(HttpError::Connect(self.cfg.addr, e.to_string()), now);
+                false
+            }
+        }
+    }
+
+    /// A connect failed: back off; with no connection left, every queued
+    /// call fails now (the client hears UNAVAILABLE at once, not after
+    /// its timeout).
+    fn connect_failed(&mut self, e: HttpError, now: Instant) {
+        self.stats.connect_failures += 1;
+        self.lost = true;
+        self.backoff.failed(now);
+        if self.alive() == 0 {
+            for call in std::mem::take(&mut self.queue) {
+                self.complete(call.id, Err(e.clone()));
+            }
+        }
+    }
+
+    fn close(&mut self, slot: usize, registry: &Registry) -> Option<Conn> {
+        let mut c = self.conns[slot].take()?;
+        let _ = registry.deregister(&mut c.stream);
+        self.stats.connections_open -= 1;
+        Some(c)
+    }
+
+    /// A readiness event for connection `token`.
+    pub fn on_event(&mut self, token: Token, now: Instant, registry: &Registry) {
+        let slot = token.0 - self.token_base;
+        let Some(conn) = self.conns[slot].as_mut() else {
+            return;
+        };
+        if let ConnState::Connecting { .. } = conn.state {
+            match conn.stream.take_error() {
+                Ok(None) => {}
+                Ok(Some(e)) | Err(e) => {
+                    self.close(slot, registry);
+                    self.connect_failed(HttpError::Connect(self.cfg.addr, e.to_string()), now);
+                    self.dispatch(now, registry);
+                    return;
+                }
+            }
+            match conn.stream.peer_addr() {
+                Ok(_) => {
+                    let _ = conn.stream.set_nodelay(true);
+                    conn.state = ConnState::Idle;
+                    self.stats.connects += 1;
+                    if self.lost {
+                        self.stats.reconnects += 1;
+                        self.lost = false;
+                    }
+                    self.backoff.succeeded();
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                Err(e) => {
+                    self.close(slot, registry);
+                    self.connect_failed(HttpError::Connect(self.cfg.addr, e.to_string()), now);
+                    self.dispatch(now, registry);
+                    return;
+                }
+            }
+        }
+        self.pump(slot, true, now, registry);
+        self.dispatch(now, registry);
+    }
+
+    /// Writes what is left of the request and reads what has arrived.
+    fn pump(&mut self, slot: usize, readable: bool, now: Instant, registry: &Registry) {
+        let addr = self.cfg.addr;
+        let conn = self.conns[slot].as_mut().expect("pumped a live slot");
+        let mut failure: Option<String> = None;
+        let mut eof = false;
+        if let Some(call) = &conn.call {
+            while conn.written < call.request.len() {
+                match conn.stream.write(&call.request[conn.written..]) {
+                    Ok(0) => {
+                        failure = Some("write returned 0".into());
+                        break;
+                    }
+                    Ok(n) => conn.written += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        failure = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+        }
+        if failure.is_none() && (readable || conn.call.is_some()) {
+            let mut chunk = [0u8; 65536];
+            loop {
+                match conn.stream.read(&mut chunk) {
+                    Ok(0) => {
+                        eof = true;
+                        break;
+                    }
+                    Ok(n) => {
+                        if conn.call.is_none() {
+                            // Bytes nobody asked for: the connection is unusable.
+                            failure = Some("unsolicited bytes on an idle connection".into());
+                            break;
+                        }
+                        conn.inbuf.extend_from_slice(&chunk[..n]);
+                        if conn.inbuf.len() > MAX_RESPONSE_BODY + MAX_HEAD {
+                            failure = Some("response too large".into());
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        failure = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+        }
+        if conn.call.is_none() {
+            // Idle: a close or junk just retires the connection.
+            if eof || failure.is_some() {
+                self.close(slot, registry);
+            }
+            return;
+        }
+        if let Some(msg) = failure {
+            return self.lose(slot, HttpError::Io(addr, msg), now, registry);
+        }
+        let parsed = conn.parser.parse(&conn.inbuf, eof);
+        match parsed {
+            Ok(None) => {}
+            Ok(Some(resp)) => {
+                let call = conn.call.take().expect("busy");
+                conn.reused = true;
+                conn.state = ConnState::Idle;
+                conn.inbuf.clear();
+                conn.parser.reset();
+                if !resp.keep_alive || eof {
+                    self.close(slot, registry);
+                }
+                self.complete(call.id, Ok(resp));
+            }
+            Err(msg) => {
+                let nothing_read = conn.inbuf.is_empty();
+                let err = if nothing_read {
+                    HttpError::Io(addr, msg)
+                } else {
+                    HttpError::Malformed(addr, msg)
+                };
+                self.lose(slot, err, now, registry);
+            }
+        }
+    }
+
+    /// The connection in `slot` failed with a call on it: retry once if
+    /// it was a kept-alive connection that had sent nothing back (the
+    /// server may have closed it just before our request), else fail.
+    fn lose(&mut self, slot: usize, err: HttpError, now: Instant, registry: &Registry) {
+        let Some(mut conn) = self.close(slot, registry) else {
+            return;
+        };
+        self.lost = true;
+        let Some(mut call) = conn.call.take() else {
+            return;
+        };
+        if conn.reused && conn.inbuf.is_empty() && !call.retried && err.is_unavailable() {
+            call.retried = true;
+            self.stats.stale_retries += 1;
+            self.queue.push_front(call);
+            self.dispatch(now, registry);
+            return;
+        }
+        self.complete(call.id, Err(err));
+    }
+
+    /// Fails calls and connects whose deadlines have passed.
+    pub fn on_timer(&mut self, now: Instant, registry: &Registry) {
+        let addr = self.cfg.addr;
+        for slot in 0..self.conns.len() {
+            let Some(c) = &self.conns[slot] else { continue };
+            match c.state {
+                ConnState::Connecting { deadline } if deadline <= now => {
+                    let ms = self.cfg.connect_timeout.as_millis() as u64;
+                    self.close(slot, registry);
+                    self.connect_failed(
+                        HttpError::Connect(addr, format!("no connection within {ms} ms")),
+                        now,
+                    );
+                }
+                ConnState::Busy if c.call.as_ref().is_some_and(|k| k.deadline <= now) => {
+                    let ms = self.cfg.request_timeout.as_millis() as u64;
+                    let mut c = self.close(slot, registry).expect("live");
+                    self.lost = true;
+                    let call = c.call.take().expect("busy");
+                    self.complete(call.id, Err(HttpError::Timeout(addr, ms)));
+                }
+                _ => {}
+            }
+        }
+        while self.queue.front().is_some_and(|c| c.deadline <= now) {
+            let call = self.queue.pop_front().expect("non-empty");
+            let ms = self.cfg.request_timeout.as_millis() as u64;
+            self.complete(call.id, Err(HttpError::Timeout(addr, ms)));
+        }
+        self.dispatch(now, registry);
+    }
+
+    /// The earliest deadline of this pool.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let mut d: Option<Instant> = None;
+        let mut at = |t: Instant| d = Some(d.map_or(t, |x| x.min(t)));
+        for c in self.conns.iter().flatten() {
+            match (&c.state, &c.call) {
+                (ConnState::Connecting { deadline }, _) => at(*deadline),
+                (_, Some(call)) => at(call.deadline),
+                _ => {}
+            }
+        }
+        if let Some(c) = self.queue.front() {
+            at(c.deadline);
+            if let Some(t) = self.backoff.waiting_until(Instant::now()) {
+                at(t);
+            }
+        }
+        d
+    }
+
+    /// Closes every connection and fails every call (shutdown).
+    pub fn shutdown(&mut self, registry: &Registry) {
+        let addr = self.cfg.addr;
+        for slot in 0..self.conns.len() {
+            if let Some(mut c) = self.close(slot, registry) {
+                if let Some(call) = c.call.take() {
+                    self.complete(call.id, Err(HttpError::Io(addr, "shutting down".into())));
+                }
+            }
+        }
+        for call in std::mem::take(&mut self.queue) {
+            self.complete(call.id, Err(HttpError::Io(addr, "shutting down".into())));
+        }
+    }
+}
+
+/// A blocking GET for start-up checks (readiness), not for the hot path.
+pub fn get_blocking(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<HttpResponse, HttpError> {
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .map_err(|e| HttpError::Connect(addr, e.to_string()))?;
+    let io_err = |e: io::Error| HttpError::Io(addr, e.to_string());
+    s.set_read_timeout(Some(timeout)).map_err(io_err)?;
+    s.set_write_timeout(Some(timeout)).map_err(io_err)?;
+    let req = encode_request(
+        "GET",
+        host,
+        path,
+        &[("Connection", "close".into())],
+        "",
+        &[],
+    );
+    s.write_all(&req).map_err(io_err)?;
+    let mut buf = Vec::new();
+    let mut parser = ResponseParser::default();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = match s.read(&mut chunk) {
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(HttpError::Timeout(addr, timeout.as_millis() as u64))
+            }
+            Err(e) => return Err(io_err(e)),
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        match parser.parse(&buf, n == 0) {
+            Ok(Some(r)) => return Ok(r),
+            Ok(None) => {}
+            Err(m) => return Err(HttpError::Malformed(addr, m)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_all(bytes: &[u8]) -> Result<HttpResponse, String> {
+        // Feed byte by byte: every prefix must ask for more, the whole
+        // must complete.
+        let mut p = ResponseParser::default();
+        for i in 0..bytes.len() {
+            if let Some(r) = p.parse(&bytes[..i], false)? {
+                panic!("completed early at {i}: {r:?}");
+            }
+        }
+        p.parse(bytes, false)?
+            .ok_or_else(|| "incomplete".to_string())
+    }
+
+    #[test]
+    fn content_length_and_headers() {
+        let r = parse_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nInference-Header-Content-Length: 2\r\nContent-Length: 5\r\n\r\n{}abc",
+        )
+        .unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, b"{}abc");
+        assert_eq!(r.header("inference-header-content-length"), Some("2"));
+        assert!(r.keep_alive);
+    }
+
+    #[test]
+    fn chunked_with_trailer() {
+        let r = parse_all(
+            b"HTTP/1.1 500 Internal Server Error\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n3;ext=1\r\nefg\r\n0\r\nX-T: 1\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(r.status, 500);
+        assert_eq!(r.body, b"abcdefg");
+    }
+
+    #[test]
+    fn until_close_and_connection_close() {
+        let mut p = ResponseParser::default();
+        let b = b"HTTP/1.0 200 OK\r\n\r\nhello";
+        assert_eq!(p.parse(b, false).unwrap(), None);
+        let r = p.parse(b, true).unwrap().unwrap();
+        assert_eq!(r.body, b"hello");
+        assert!(!r.keep_alive);
+        let r = parse_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+        assert!(!r.keep_alive);
+    }
+
+    #[test]
+    fn malformed_answers_are_errors() {
+        let mut p = ResponseParser::default();
+        assert!(p.parse(b"garbage garbage\r\n\r\n", false).is_err());
+        let mut p = ResponseParser::default();
+        assert!(p
+            .parse(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", false)
+            .is_err());
+        let mut p = ResponseParser::default();
+        assert!(p
+            .parse(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", true)
+            .is_err());
+        let mut p = ResponseParser::default();
+        assert!(p.parse(b"", true).is_err());
+        let mut p = ResponseParser::default();
+        assert!(p
+            .parse(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+                false
+            )
+            .is_err());
+    }
+
+    /// A server answering one request per connection, then closing it
+    /// without saying so (`Connection: close` absent): the keep-alive
+    /// race.
+    fn one_answer_per_connection() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let a = accepted.clone();
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(mut c) = c else { return };
+                a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match c.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                // Close a moment later, as an idle timeout would.
+                std::thread::sleep(Duration::from_millis(30));
+            }
+        });
+        (addr, accepted)
+    }
+
+    fn pool(addr: SocketAddr, connections: usize, max_pending: usize) -> Pool {
+        Pool::new(
+            PoolConfig {
+                addr,
+                connections,
+                max_pending,
+                connect_timeout: Duration::from_secs(2),
+                request_timeout: Duration::from_secs(5),
+                backoff_initial: Duration::from_millis(10),
+                backoff_max: Duration::from_millis(10),
+            },
+            0,
+        )
+    }
+
+    /// Drives `pool` until `n` calls are done.
+    fn run_until(
+        pool: &mut Pool,
+        poll: &mut mio::Poll,
+        n: usize,
+    ) -> Vec<(CallId, Result<HttpResponse, HttpError>)> {
+        let mut events = mio::Events::with_capacity(16);
+        let mut done = Vec::new();
+        let t0 = Instant::now();
+        while done.len() < n {
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "stuck: {:?}",
+                pool.stats
+            );
+            poll.poll(&mut events, Some(Duration::from_millis(20)))
+                .unwrap();
+            for e in events.iter() {
+                pool.on_event(e.token(), Instant::now(), poll.registry());
+            }
+            pool.on_timer(Instant::now(), poll.registry());
+            pool.take_done(&mut done);
+        }
+        done
+    }
+
+    #[test]
+    fn stale_kept_alive_connection_is_retried_once() {
+        let (addr, accepted) = one_answer_per_connection();
+        let mut poll = mio::Poll::new().unwrap();
+        let mut p = pool(addr, 1, 4);
+        let req = encode_request("GET", "x", "/", &[], "", &[]);
+        p.submit(req.clone(), Instant::now(), poll.registry())
+            .unwrap();
+        let d = run_until(&mut p, &mut poll, 1);
+        assert_eq!(d[0].1.as_ref().unwrap().body, b"ok");
+        // The server has closed; the pool has not looked yet (no events
+        // driven): the next call goes out on the dead connection.
+        std::thread::sleep(Duration::from_millis(100));
+        p.submit(req, Instant::now(), poll.registry()).unwrap();
+        let d = run_until(&mut p, &mut poll, 1);
+        assert_eq!(d[0].1.as_ref().unwrap().body, b"ok");
+        assert_eq!(p.stats.stale_retries, 1, "{:?}", p.stats);
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!((p.stats.calls_ok, p.stats.calls_in_flight), (2, 0));
+    }
+
+    #[test]
+    fn connections_and_queue_are_bounded() {
+        let (addr, _) = one_answer_per_connection();
+        let mut poll = mio::Poll::new().unwrap();
+        let mut p = pool(addr, 2, 3);
+        let req = encode_request("GET", "x", "/", &[], "", &[]);
+        let now = Instant::now();
+        // Two connections being opened, three calls queued: the fourth
+        // is refused.
+        for _ in 0..3 {
+            p.submit(req.clone(), now, poll.registry()).unwrap();
+        }
+        assert_eq!(
+            p.submit(req.clone(), now, poll.registry()),
+            Err(SubmitError::Overloaded)
+        );
+        assert_eq!(p.stats.connections_open, 2);
+        let d = run_until(&mut p, &mut poll, 3);
+        assert!(d.iter().all(|(_, r)| r.is_ok()), "{d:?}");
+        assert_eq!(p.stats.calls_overloaded, 1);
+        assert_eq!(p.stats.calls_in_flight, 0);
+        p.shutdown(poll.registry());
+        assert_eq!(p.stats.connections_open, 0);
+    }
+
+    #[test]
+    fn request_encoding() {
+        let r = encode_request(
+            "POST",
+            "127.0.0.1:8000",
+            "/v2/models/m/infer",
+            &[("Inference-Header-Content-Length", "2".into())],
+            "application/octet-stream",
+            b"{}ab",
+        );
+        let s = String::from_utf8(r).unwrap();
+        assert!(s.starts_with("POST /v2/models/m/infer HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n"));
+        assert!(s.contains("Content-Length: 4\r\n"));
+        assert!(s.contains("Inference-Header-Content-Length: 2\r\n"));
+        assert!(s.ends_with("\r\n\r\n{}ab"));
+    }
+}

@@ -1,0 +1,288 @@
+//! Test helpers for upstream tests: the real KServe server (Python,
+//! started and killed by the test), the OpenAI schema server, and tiny
+//! fake HTTP servers that misbehave on purpose.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub fn repo(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
+}
+
+/// The test virtualenv's interpreter: `TENSORWIRE_TEST_PYTHON`, else
+/// `.venv/bin/python`. Missing = the test fails (never skips).
+pub fn python() -> PathBuf {
+    let p = std::env::var_os("TENSORWIRE_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo(".venv/bin/python"));
+    assert!(
+        p.exists(),
+        "no Python for the upstream tests at {} — run `make testenv` (creates .venv with \
+         testdata/kserve/requirements.txt) or set TENSORWIRE_TEST_PYTHON",
+        p.display()
+    );
+    p
+}
+
+/// A loopback TCP port nobody listens on (now).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A blocking GET's status, or None when nothing answers.
+pub fn http_status(port: u16, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(500),
+    )
+    .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).ok()?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A Python server process on a loopback port; killed on drop (also
+/// when the test panics).
+pub struct PyServer {
+    child: Option<Child>,
+    pub port: u16,
+    args: Vec<String>,
+    ready_path: String,
+}
+
+impl PyServer {
+    /// The KServe v2 server with testdata/kserve/models.py.
+    pub fn kserve() -> PyServer {
+        let port = free_port();
+        let mut s = PyServer {
+            child: None,
+            port,
+            args: vec![
+                repo("testdata/kserve/models.py").display().to_string(),
+                "--http_port".into(),
+                port.to_string(),
+            ],
+            ready_path: "/v2/health/ready".into(),
+        };
+        s.start();
+        s
+    }
+
+    /// testdata/openai_server.py.
+    pub fn openai() -> PyServer {
+        let port = free_port();
+        let mut s = PyServer {
+            child: None,
+            port,
+            args: vec![
+                repo("testdata/openai_server.py").display().to_string(),
+                "--port".into(),
+                port.to_string(),
+            ],
+            ready_path: "/health".into(),
+        };
+        s.start();
+        s
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again, on the same port) and waits until it is ready.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none());
+        let log = std::fs::File::create(
+            std::env::temp_dir().join(format!("tensorwire-pyserver-{}.log", self.port)),
+        )
+        .unwrap();
+        let child = Command::new(python())
+            .args(&self.args)
+            .current_dir(repo("testdata"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start the Python server");
+        self.child = Some(child);
+        let t0 = Instant::now();
+        loop {
+            if http_status(self.port, &self.ready_path) == Some(200) {
+                return;
+            }
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "{:?} exited with {st} (log in {})",
+                    self.args,
+                    std::env::temp_dir().display()
+                );
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(90),
+                "{:?} not ready after 90 s",
+                self.args
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Kills the process (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PyServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// How a fake server misbehaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// HTTP 500 with a KServe-style JSON error.
+    Status500,
+    /// Bytes that are not HTTP.
+    Garbage,
+    /// Reads the request, never answers.
+    Stall,
+    /// Closes the connection without answering.
+    Close,
+    /// A good JSON answer, then closes the connection (without saying
+    /// `Connection: close`: the keep-alive race a pool must survive).
+    AnswerThenClose,
+    /// A good JSON answer with a chunked body, kept alive.
+    Chunked,
+}
+
+/// A fake HTTP server on loopback, one thread per connection.
+pub struct FakeServer {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    /// Requests fully read.
+    pub requests: Arc<AtomicUsize>,
+}
+
+impl FakeServer {
+    pub fn start(fault: Fault) -> FakeServer {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let addr = l.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (s2, r2) = (stop.clone(), requests.clone());
+        std::thread::spawn(move || {
+            while !s2.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((c, _)) => {
+                        let (s3, r3) = (s2.clone(), r2.clone());
+                        std::thread::spawn(move || serve(c, fault, &s3, &r3));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        FakeServer {
+            addr,
+            stop,
+            requests,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn read_request(c: &mut TcpStream) -> bool {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 65536];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map(|v| v.trim().parse().unwrap())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                return true;
+            }
+        }
+        match c.read(&mut chunk) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+fn serve(mut c: TcpStream, fault: Fault, stop: &AtomicBool, requests: &AtomicUsize) {
+    while read_request(&mut c) {
+        requests.fetch_add(1, Ordering::Relaxed);
+        match fault {
+            Fault::Status500 => {
+                let body = br#"{"error":"model exploded: CUDA out of memory"}"#;
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                    body.len()
+                );
+                let _ = c.write_all(body);
+            }
+            Fault::Garbage => {
+                let _ = c.write_all(b"SPDY/9 what is this\r\n\x00\x01\r\n\r\n");
+                return;
+            }
+            Fault::Close => return,
+            Fault::AnswerThenClose => {
+                let body = br#"{"model_name":"m","outputs":[]}"#;
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                    body.len()
+                );
+                let _ = c.write_all(body);
+                return;
+            }
+            Fault::Chunked => {
+                let _ = c.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n\
+                      b\r\n{\"model_nam\r\n14\r\ne\":\"m\",\"outputs\":[]}\r\n0\r\n\r\n",
+                );
+            }
+            Fault::Stall => {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                return;
+            }
+        }
+    }
+}

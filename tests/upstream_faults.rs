@@ -1,0 +1,377 @@
+//! Model servers that misbehave: not started, answering 500, answering
+//! something that is not HTTP, stalling, closing; a full queue. Each
+//! request gets exactly one ERROR with the right code, ingress is never
+//! blocked, and every counter of work in flight returns to zero.
+
+mod support;
+
+use std::time::{Duration, Instant};
+use support::{free_port, FakeServer, Fault};
+use tensorwire::client::{Client, Faults, Reply};
+use tensorwire::config::Config;
+use tensorwire::proxy::Stats;
+use tensorwire::server::RunningProxy;
+use tensorwire::upstream::UpstreamStats;
+use tensorwire::wire::ErrorCode;
+
+/// Text pipeline 2 to the upstream at `url`, text pipeline 9 to echo;
+/// `extra` keys of the upstream replace the defaults here.
+fn config(url: &str, extra: &str) -> Config {
+    let defaults = [
+        "connect_timeout_ms = 500",
+        "request_timeout_ms = 400",
+        "reconnect_backoff_ms = 50",
+        "reconnect_backoff_max_ms = 200",
+    ];
+    let overridden = |d: &&str| {
+        let key = d.split(" = ").next().unwrap();
+        extra.lines().any(|l| l.starts_with(&format!("{key} = ")))
+    };
+    let defaults: Vec<&str> = defaults
+        .iter()
+        .filter(|d| !overridden(d))
+        .copied()
+        .collect();
+    let defaults = defaults.join("\n");
+    Config::from_toml(&format!(
+        r#"
+[admin]
+listen = ""
+[upstreams.model]
+kind = "kserve"
+url = "{url}"
+model = "m"
+{defaults}
+{extra}
+
+[[pipelines]]
+id = 2
+name = "text"
+kind = "text"
+upstream = "model"
+[pipelines.text]
+tokenizer = "builtin:all-MiniLM-L6-v2"
+
+[[pipelines]]
+id = 9
+name = "local"
+kind = "text"
+upstream = "echo"
+[pipelines.text]
+tokenizer = "builtin:all-MiniLM-L6-v2"
+"#
+    ))
+    .unwrap()
+}
+
+fn start(cfg: Config) -> (RunningProxy, Client) {
+    let proxy = RunningProxy::spawn(cfg, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut c = Client::connect(proxy.addr).unwrap();
+    c.timeout = Duration::from_secs(5);
+    (proxy, c)
+}
+
+fn send(c: &mut Client, pipeline: u16) -> Reply {
+    c.send_text(pipeline, b"hello upstream", 0, 1472, &Faults::default())
+        .unwrap()
+}
+
+fn error(r: Reply) -> (ErrorCode, String) {
+    match r {
+        Reply::Error { code, message } => (code, message),
+        other => panic!("expected an ERROR, got {other:?}"),
+    }
+}
+
+/// Nothing left in flight anywhere, all connections closed at stop.
+fn assert_drained(stats: &Stats) -> &UpstreamStats {
+    assert_eq!(stats.requests_in_flight, 0, "{stats:?}");
+    assert_eq!(stats.upstream_calls_waiting, 0);
+    assert_eq!(stats.upstream_unknown_completions, 0);
+    let u = &stats.upstreams[0];
+    assert_eq!(u.pool.calls_in_flight, 0, "{u:?}");
+    assert_eq!(u.pool.connections_open, 0, "{u:?}");
+    u
+}
+
+#[test]
+fn server_not_started_fails_fast_and_opens_the_breaker() {
+    let port = free_port();
+    let (proxy, mut c) = start(config(
+        &format!("http://127.0.0.1:{port}"),
+        "breaker = { failures = 3, open_ms = 60000 }",
+    ));
+    let d = c.describe().unwrap();
+    assert_eq!(d["upstreams"][0]["ready_at_start"], false);
+    assert!(d["upstreams"][0]["not_ready_because"]
+        .as_str()
+        .unwrap()
+        .contains("connect"));
+    for i in 0..6 {
+        let t0 = Instant::now();
+        let (code, msg) = error(send(&mut c, 2));
+        assert_eq!(code, ErrorCode::UpstreamUnavailable, "{msg}");
+        assert!(
+            t0.elapsed() < Duration::from_millis(300),
+            "request {i} took {:?}",
+            t0.elapsed()
+        );
+        if i >= 3 {
+            assert!(msg.contains("circuit breaker open"), "{i}: {msg}");
+        }
+    }
+    assert_eq!(c.describe().unwrap()["upstreams"][0]["breaker"], "open");
+    let (stats, _) = proxy.stop().unwrap();
+    let u = assert_drained(&stats);
+    assert_eq!(u.breaker_opens, 1);
+    assert_eq!(u.breaker_rejects, 3);
+    assert_eq!(u.pool.calls_unavailable, 3);
+    assert_eq!(stats.errors(ErrorCode::UpstreamUnavailable), 6);
+}
+
+#[test]
+fn http_500_is_upstream_error_with_the_servers_message() {
+    let s = FakeServer::start(Fault::Status500);
+    let (proxy, mut c) = start(config(&s.url(), ""));
+    for _ in 0..3 {
+        let (code, msg) = error(send(&mut c, 2));
+        assert_eq!(code, ErrorCode::UpstreamError);
+        assert!(
+            msg.contains("HTTP 500") && msg.contains("CUDA out of memory"),
+            "{msg}"
+        );
+    }
+    let (stats, _) = proxy.stop().unwrap();
+    let u = assert_drained(&stats);
+    assert_eq!(u.http_errors, 3);
+    // The server answers: keep-alive reused, breaker stays closed.
+    assert_eq!(u.pool.connects, 1);
+    assert_eq!(u.breaker_opens, 0);
+}
+
+#[test]
+fn malformed_http_is_upstream_error() {
+    let s = FakeServer::start(Fault::Garbage);
+    let (proxy, mut c) = start(config(&s.url(), ""));
+    for _ in 0..2 {
+        let (code, msg) = error(send(&mut c, 2));
+        assert_eq!(code, ErrorCode::UpstreamError);
+        assert!(msg.contains("malformed HTTP answer"), "{msg}");
+    }
+    let (stats, _) = proxy.stop().unwrap();
+    let u = assert_drained(&stats);
+    assert_eq!(u.pool.calls_malformed, 2);
+}
+
+#[test]
+fn closed_without_answer_is_unavailable() {
+    let s = FakeServer::start(Fault::Close);
+    let (proxy, mut c) = start(config(&s.url(), ""));
+    let (code, msg) = error(send(&mut c, 2));
+    assert_eq!(code, ErrorCode::UpstreamUnavailable, "{msg}");
+    let (stats, _) = proxy.stop().unwrap();
+    assert_drained(&stats);
+}
+
+#[test]
+fn stalled_server_times_out_without_blocking_ingress() {
+    let s = FakeServer::start(Fault::Stall);
+    let (proxy, c) = start(config(&s.url(), "request_timeout_ms = 1500"));
+    let addr = proxy.addr;
+    let stalled = std::thread::spawn(move || {
+        let mut c = c;
+        let t0 = Instant::now();
+        let r = send(&mut c, 2);
+        (r, t0.elapsed())
+    });
+    // While that call hangs upstream, the echo pipeline and DESCRIBE on
+    // the same proxy answer long before it times out.
+    std::thread::sleep(Duration::from_millis(50));
+    let mut other = Client::connect(addr).unwrap();
+    let t0 = Instant::now();
+    for _ in 0..5 {
+        assert!(matches!(
+            send(&mut other, 9),
+            Reply::Response {
+                content_type: 2,
+                ..
+            }
+        ));
+        other.describe().unwrap();
+    }
+    assert!(
+        t0.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(
+        !stalled.is_finished(),
+        "the stalled call must still be waiting"
+    );
+    let (r, took) = stalled.join().unwrap();
+    let (code, msg) = error(r);
+    assert_eq!(code, ErrorCode::UpstreamUnavailable);
+    assert!(
+        msg.contains("no answer") && msg.contains("1500 ms"),
+        "{msg}"
+    );
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_millis(3000),
+        "{took:?}"
+    );
+    let (stats, _) = proxy.stop().unwrap();
+    let u = assert_drained(&stats);
+    assert_eq!(u.pool.calls_timed_out, 1);
+}
+
+#[test]
+fn full_queue_is_overloaded() {
+    let s = FakeServer::start(Fault::Stall);
+    let (proxy, _c) = start(config(&s.url(), "connections = 1\nmax_pending = 1"));
+    // One call on the connection (the server has it), one queued: the
+    // third is shed.
+    let addr = proxy.addr;
+    let spawn = || {
+        std::thread::spawn(move || {
+            let mut c = Client::connect(addr).unwrap();
+            error(send(&mut c, 2)).0
+        })
+    };
+    // (The start-up readiness GET was one request already.)
+    let before = s.requests.load(std::sync::atomic::Ordering::Relaxed);
+    let first = spawn();
+    let t0 = Instant::now();
+    while s.requests.load(std::sync::atomic::Ordering::Relaxed) == before {
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "the first call never arrived"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let second = spawn();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut c = Client::connect(addr).unwrap();
+    let (code, msg) = error(send(&mut c, 2));
+    assert_eq!(code, ErrorCode::Overloaded, "{msg}");
+    for w in [first, second] {
+        assert_eq!(w.join().unwrap(), ErrorCode::UpstreamUnavailable);
+    }
+    let (stats, _) = proxy.stop().unwrap();
+    let u = assert_drained(&stats);
+    assert_eq!(u.pool.calls_overloaded, 1);
+    assert_eq!(u.pool.calls_timed_out, 2);
+    assert_eq!(stats.errors(ErrorCode::Overloaded), 1);
+}
+
+#[test]
+fn server_closing_kept_alive_connections_is_survived() {
+    let s = FakeServer::start(Fault::AnswerThenClose);
+    let (proxy, mut c) = start(config(&s.url(), ""));
+    for _ in 0..5 {
+        match send(&mut c, 2) {
+            Reply::Response {
+                content_type: 1,
+                body,
+                ..
+            } => assert_eq!(body, br#"{"model_name":"m","outputs":[]}"#),
+            other => panic!("{other:?}"),
+        }
+    }
+    let (stats, _) = proxy.stop().unwrap();
+    let u = assert_drained(&stats);
+    assert_eq!(u.pool.calls_ok, 5);
+    // One connection per answer: the close was noticed on the idle
+    // connection, or the call was resent once on a fresh one.
+    assert_eq!(u.pool.connects, 5, "{u:?}");
+}
+
+#[test]
+fn chunked_answers_on_a_kept_alive_connection() {
+    let s = FakeServer::start(Fault::Chunked);
+    let (proxy, mut c) = start(config(&s.url(), ""));
+    for _ in 0..3 {
+        match send(&mut c, 2) {
+            Reply::Response {
+                content_type: 1,
+                body,
+                ..
+            } => assert_eq!(body, br#"{"model_name":"m","outputs":[]}"#),
+            other => panic!("{other:?}"),
+        }
+    }
+    let (stats, _) = proxy.stop().unwrap();
+    let u = assert_drained(&stats);
+    assert_eq!((u.pool.calls_ok, u.pool.connects), (3, 1), "{u:?}");
+}
+
+/// A listening socket whose accept queue is full: SYNs are dropped, so a
+/// connect neither succeeds nor fails (a black hole, on loopback).
+struct FullBacklog {
+    addr: std::net::SocketAddr,
+    _queued: Vec<std::net::TcpStream>,
+    fd: i32,
+}
+
+impl FullBacklog {
+    fn new() -> FullBacklog {
+        // SAFETY: plain socket calls on a fresh fd, closed on drop.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+        assert!(fd >= 0);
+        let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        sa.sin_family = libc::AF_INET as libc::sa_family_t;
+        sa.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        unsafe {
+            assert_eq!(
+                libc::bind(fd, &sa as *const _ as *const libc::sockaddr, len),
+                0
+            );
+            assert_eq!(libc::listen(fd, 0), 0);
+            let mut got: libc::sockaddr_in = std::mem::zeroed();
+            let mut l = len;
+            libc::getsockname(fd, &mut got as *mut _ as *mut libc::sockaddr, &mut l);
+            sa.sin_port = got.sin_port;
+        }
+        let addr: std::net::SocketAddr =
+            (std::net::Ipv4Addr::LOCALHOST, u16::from_be(sa.sin_port)).into();
+        // Fill the accept queue (never accepted).
+        let mut queued = Vec::new();
+        while let Ok(s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            queued.push(s);
+            assert!(queued.len() < 64, "backlog never filled");
+        }
+        FullBacklog {
+            addr,
+            _queued: queued,
+            fd,
+        }
+    }
+}
+
+impl Drop for FullBacklog {
+    fn drop(&mut self) {
+        // SAFETY: our own fd.
+        unsafe { libc::close(self.fd) };
+    }
+}
+
+#[test]
+fn unanswered_connect_times_out() {
+    let hole = FullBacklog::new();
+    let (proxy, mut c) = start(config(
+        &format!("http://{}", hole.addr),
+        "connect_timeout_ms = 300\nrequest_timeout_ms = 5000",
+    ));
+    let t0 = Instant::now();
+    let (code, msg) = error(send(&mut c, 2));
+    let took = t0.elapsed();
+    assert_eq!(code, ErrorCode::UpstreamUnavailable);
+    assert!(msg.contains("no connection within 300 ms"), "{msg}");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_millis(2000),
+        "{took:?}"
+    );
+    let (stats, _) = proxy.stop().unwrap();
+    let u = assert_drained(&stats);
+    assert_eq!(u.pool.connect_failures, 1);
+}
