@@ -198,7 +198,14 @@ pub fn measure(
             }
         }
     });
-    ready_rx.recv().context("receiver did not start")?;
+    if ready_rx.recv().is_err() {
+        // The receiver thread ended before it was ready: say why.
+        return Err(match rx.join() {
+            Ok(Err(e)) => e.context("receiver did not start"),
+            Ok(Ok(_)) => anyhow::anyhow!("receiver ended before it was ready"),
+            Err(_) => anyhow::anyhow!("receiver panicked"),
+        });
+    }
     // The receive work of veth (our XDP program, the AF_XDP copy, or the
     // kernel's UDP stack) must count against the receiver's core, not run
     // in the sender's softirq: threaded NAPI, pinned beside the receiver.

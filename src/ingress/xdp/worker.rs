@@ -121,6 +121,10 @@ pub struct XdpQueue {
     pub stats: XdpWorkerStats,
 }
 
+/// Binds retried while the queue is still held by a socket being released
+/// (20 ms apart: up to 2 s).
+const BIND_BUSY_RETRIES: u32 = 100;
+
 impl XdpQueue {
     /// Creates the UMEM and socket for `queue` of `ifname` and registers
     /// it with the steering program.
@@ -157,10 +161,32 @@ impl XdpQueue {
             .bind_flags(bind)
             .build();
         let name = ifname.parse().map_err(|e| err("interface name", &e))?;
-        // SAFETY: the UMEM outlives the socket (both owned here, socket
-        // fields dropped first by declaration order of use).
-        let (tx, rx, fq_cq) =
-            unsafe { Socket::new(sock_cfg, &umem, &name, queue) }.map_err(|e| err("bind", &e))?;
+        // A socket closed just before (a restart, the previous run of a
+        // bench) releases its queue from deferred kernel work: the bind
+        // gets EBUSY until then. Retry for a while instead of failing.
+        let mut attempts = 0;
+        let (tx, rx, fq_cq) = loop {
+            // SAFETY: the UMEM outlives the socket (both owned here, socket
+            // fields dropped first by declaration order of use).
+            match unsafe { Socket::new(sock_cfg, &umem, &name, queue) } {
+                Ok(s) => break s,
+                Err(e) => {
+                    let os = std::error::Error::source(&e)
+                        .and_then(|s| s.downcast_ref::<io::Error>())
+                        .and_then(io::Error::raw_os_error);
+                    attempts += 1;
+                    if os == Some(libc::EBUSY) && attempts < BIND_BUSY_RETRIES {
+                        std::thread::sleep(Duration::from_millis(20));
+                        continue;
+                    }
+                    let why = match os {
+                        Some(code) => format!("{e}: {}", io::Error::from_raw_os_error(code)),
+                        None => e.to_string(),
+                    };
+                    return Err(err("bind", &why));
+                }
+            }
+        };
         let (mut fill, comp) = fq_cq.ok_or_else(|| err("bind", &"no fill/completion rings"))?;
         prog.register_socket(queue, rx.fd().as_raw_fd())
             .map_err(|e| err("XSKMAP", &e))?;
