@@ -1,0 +1,366 @@
+//! Streaming tokenization of a text that arrives as (offset, bytes) chunks,
+//! in any order, possibly overlapping, cut anywhere (even inside a UTF-8
+//! character).
+//!
+//! A *cut* is a position where the tokenizer's output splits into "ids of
+//! the text before" ++ "ids of the text after", whatever the rest of the
+//! text is ([`CutRule`] says which positions qualify for a tokenizer, from
+//! the bytes right around them). Every run of received bytes is tokenized
+//! from its first cut to its last as soon as it arrives (an *island* of
+//! final ids); the bytes outside islands wait for their neighbours. So a
+//! chunk that arrives early is tokenized at once, and when the chunk
+//! before it comes, only the few bytes between the two islands are left.
+//! A span with no cut in it (a word longer than the chunks) simply stays
+//! until its ends are known, and is tokenized then.
+//!
+//! The received bytes are kept (sparse, never more than the text) so that
+//! every overlapping byte of a later chunk can be checked (MALFORMED if it
+//! differs): a chunk may overlap any earlier one, by any amount.
+
+/// Which positions of a text are cuts for a tokenizer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CutRule {
+    /// BERT: after an ASCII space, tab, CR or LF (BertNormalizer maps them
+    /// to a space, a starter, so NFD cannot reach across, and
+    /// BertPreTokenizer drops it); with `chinese`, also on both sides of a
+    /// CJK ideograph, which BertNormalizer surrounds with spaces.
+    AfterAsciiWhitespace { chinese: bool },
+    /// Byte-level BPE with the GPT-2 or cl100k split regex: before an ASCII
+    /// space that follows a printable ASCII char and precedes an ASCII
+    /// letter. No alternative of those regexes can match across `X| L`:
+    /// the pre-token holding X ends at X (letters, digits and punctuation
+    /// runs all stop at a space), and " L..." starts a `?\p{L}+` pre-token
+    /// that cannot look behind.
+    BeforeSpaceLetter,
+    /// No known cut: the text is tokenized whole once it is complete.
+    Never,
+}
+
+fn ascii_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+/// The char whose bytes start at `i` of `buf`, if they are all in `buf`
+/// and valid.
+fn char_at(buf: &[u8], i: usize) -> Option<char> {
+    let len = match buf.get(i)? {
+        0..=0x7F => 1,
+        0xC0..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        0xF0..=0xF7 => 4,
+        _ => return None,
+    };
+    let bytes = buf.get(i..i + len)?;
+    std::str::from_utf8(bytes).ok()?.chars().next()
+}
+
+/// The char whose bytes end right before `i`, if valid and in `buf`.
+fn char_before(buf: &[u8], i: usize) -> Option<char> {
+    (1..=4.min(i))
+        .filter(|&n| (buf[i - n] & 0xC0) != 0x80)
+        .find_map(|n| char_at(buf, i - n).filter(|c| c.len_utf8() == n))
+}
+
+impl CutRule {
+    /// Whether `i` (0 < i < buf.len()) of a run of known bytes is a cut.
+    /// Cuts are always char boundaries of a valid text: right after an
+    /// ASCII byte, or at the lead byte / after the last byte of a validated
+    /// multi-byte char.
+    pub fn is_cut(self, buf: &[u8], i: usize) -> bool {
+        match self {
+            CutRule::AfterAsciiWhitespace { chinese } => {
+                ascii_ws(buf[i - 1])
+                    || (chinese
+                        && buf[i] >= 0xE0
+                        && char_at(buf, i).is_some_and(super::wordpiece::is_chinese_char))
+                    || (chinese
+                        && buf[i - 1] >= 0x80
+                        && char_before(buf, i).is_some_and(super::wordpiece::is_chinese_char))
+            }
+            CutRule::BeforeSpaceLetter => {
+                buf[i] == b' '
+                    && (0x21..=0x7E).contains(&buf[i - 1])
+                    && buf.get(i + 1).is_some_and(u8::is_ascii_alphabetic)
+            }
+            CutRule::Never => false,
+        }
+    }
+}
+
+/// A protocol error found while stitching.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StitchError {
+    #[error("overlapping chunks disagree at byte {0}")]
+    OverlapMismatch(usize),
+    #[error("chunk [{offset}, {end}) lies outside the text of {total_len} bytes")]
+    OutOfRange {
+        offset: usize,
+        end: usize,
+        total_len: usize,
+    },
+    #[error("chunks leave bytes of the text uncovered")]
+    Uncovered,
+    #[error("text is not valid UTF-8 (around byte {0})")]
+    InvalidUtf8(usize),
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+}
+
+/// Received bytes [start, start + bytes.len()).
+#[derive(Debug)]
+struct Run {
+    start: usize,
+    bytes: Vec<u8>,
+}
+
+impl Run {
+    fn end(&self) -> usize {
+        self.start + self.bytes.len()
+    }
+}
+
+/// Final ids of the text [start, end), whose ends are cuts.
+#[derive(Debug)]
+struct Island {
+    start: usize,
+    end: usize,
+    ids: Vec<u32>,
+}
+
+/// The streaming state of one text. Pure: no clock, no I/O.
+#[derive(Debug)]
+pub struct Stitcher {
+    total_len: usize,
+    rule: CutRule,
+    /// Sorted, disjoint and not adjacent (adjacent runs are merged).
+    runs: Vec<Run>,
+    /// Sorted, disjoint and not adjacent.
+    islands: Vec<Island>,
+    /// First invalid UTF-8 position seen; reported at `finish` so that a
+    /// later overlap mismatch (MALFORMED) still takes precedence.
+    invalid_at: Option<usize>,
+}
+
+impl Stitcher {
+    pub fn new(total_len: usize, rule: CutRule) -> Stitcher {
+        Stitcher {
+            total_len,
+            rule,
+            runs: Vec::new(),
+            islands: Vec::new(),
+            invalid_at: None,
+        }
+    }
+
+    /// Bytes held (received text and ids), for the in-flight limits.
+    pub fn held_bytes(&self) -> usize {
+        self.runs.iter().map(|r| r.bytes.capacity()).sum::<usize>()
+            + self
+                .islands
+                .iter()
+                .map(|i| i.ids.capacity() * 4)
+                .sum::<usize>()
+            + (self.runs.capacity() + self.islands.capacity()) * 48
+    }
+
+    /// Number of bytes tokenized so far (for tests and stats).
+    pub fn tokenized_bytes(&self) -> usize {
+        self.islands.iter().map(|i| i.end - i.start).sum()
+    }
+
+    /// Takes a chunk, checks it against the bytes already received, and
+    /// tokenizes whatever it makes final. `tokenize` appends the ids of a
+    /// text span (no special tokens) to the vector.
+    pub fn add<F>(
+        &mut self,
+        offset: usize,
+        chunk: &[u8],
+        tokenize: &mut F,
+    ) -> Result<(), StitchError>
+    where
+        F: FnMut(&str, &mut Vec<u32>) -> Result<(), String>,
+    {
+        let end = offset + chunk.len();
+        if end > self.total_len {
+            return Err(StitchError::OutOfRange {
+                offset,
+                end,
+                total_len: self.total_len,
+            });
+        }
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let at = self.merge(offset, chunk)?;
+        if self.invalid_at.is_none() {
+            self.tokenize_run(at, tokenize)?;
+        }
+        Ok(())
+    }
+
+    /// Puts the chunk into `runs`, checking overlaps; returns the index of
+    /// the run that now holds it.
+    fn merge(&mut self, offset: usize, chunk: &[u8]) -> Result<usize, StitchError> {
+        let end = offset + chunk.len();
+        // Runs that overlap or touch [offset, end).
+        let first = self.runs.partition_point(|r| r.end() < offset);
+        let last = self.runs.partition_point(|r| r.start <= end);
+        for r in &self.runs[first..last] {
+            let (lo, hi) = (r.start.max(offset), r.end().min(end));
+            if lo < hi {
+                let theirs = &r.bytes[lo - r.start..hi - r.start];
+                let ours = &chunk[lo - offset..hi - offset];
+                if let Some(k) = theirs.iter().zip(ours).position(|(a, b)| a != b) {
+                    return Err(StitchError::OverlapMismatch(lo + k));
+                }
+            }
+        }
+        if first == last {
+            self.runs.insert(
+                first,
+                Run {
+                    start: offset,
+                    bytes: chunk.to_vec(),
+                },
+            );
+            return Ok(first);
+        }
+        let mut merged: Vec<Run> = self.runs.drain(first..last).collect();
+        let mut base = merged.remove(0);
+        if offset < base.start {
+            let mut bytes = Vec::with_capacity(base.end().max(end) - offset);
+            bytes.extend_from_slice(&chunk[..base.start - offset]);
+            bytes.extend_from_slice(&base.bytes);
+            base = Run {
+                start: offset,
+                bytes,
+            };
+        }
+        if end > base.end() {
+            let from = base.end() - offset;
+            base.bytes.extend_from_slice(&chunk[from..]);
+        }
+        for r in merged {
+            if r.end() > base.end() {
+                let from = base.end() - r.start;
+                base.bytes.extend_from_slice(&r.bytes[from..]);
+            }
+        }
+        self.runs.insert(first, base);
+        Ok(first)
+    }
+
+    fn is_cut_at(&self, run: &Run, pos: usize) -> bool {
+        pos == 0
+            || pos == self.total_len
+            || (pos > run.start && pos < run.end() && self.rule.is_cut(&run.bytes, pos - run.start))
+    }
+
+    /// Tokenizes every span of run `at` between cuts that is not an island
+    /// yet.
+    fn tokenize_run<F>(&mut self, at: usize, tokenize: &mut F) -> Result<(), StitchError>
+    where
+        F: FnMut(&str, &mut Vec<u32>) -> Result<(), String>,
+    {
+        let (run_start, run_end) = (self.runs[at].start, self.runs[at].end());
+        // Gaps between the islands inside the run.
+        let mut gaps = Vec::new();
+        let mut pos = run_start;
+        let first = self.islands.partition_point(|i| i.end <= run_start);
+        for island in self.islands[first..]
+            .iter()
+            .take_while(|i| i.start < run_end)
+        {
+            if island.start > pos {
+                gaps.push((pos, island.start));
+            }
+            pos = island.end;
+        }
+        if pos < run_end {
+            gaps.push((pos, run_end));
+        }
+        for (g0, g1) in gaps {
+            let run = &self.runs[at];
+            let island_end_at_g0 = self.islands.iter().any(|i| i.end == g0);
+            let island_start_at_g1 = self.islands.iter().any(|i| i.start == g1);
+            let c0 = if island_end_at_g0 || self.is_cut_at(run, g0) {
+                Some(g0)
+            } else {
+                (g0 + 1..=g1).find(|&p| self.is_cut_at(run, p))
+            };
+            let c1 = if island_start_at_g1 || self.is_cut_at(run, g1) {
+                Some(g1)
+            } else {
+                (g0..g1).rev().find(|&p| self.is_cut_at(run, p))
+            };
+            let (Some(c0), Some(c1)) = (c0, c1) else {
+                continue;
+            };
+            if c0 >= c1 {
+                continue;
+            }
+            let bytes = &run.bytes[c0 - run.start..c1 - run.start];
+            let text = match std::str::from_utf8(bytes) {
+                Ok(t) => t,
+                Err(e) => {
+                    self.invalid_at = Some(c0 + e.valid_up_to());
+                    return Ok(());
+                }
+            };
+            let mut ids = Vec::new();
+            tokenize(text, &mut ids).map_err(StitchError::Tokenizer)?;
+            self.insert_island(c0, c1, ids);
+        }
+        Ok(())
+    }
+
+    fn insert_island(&mut self, start: usize, end: usize, ids: Vec<u32>) {
+        let k = self.islands.partition_point(|i| i.end <= start);
+        let joins_left = k > 0 && self.islands[k - 1].end == start;
+        let joins_right = k < self.islands.len() && self.islands[k].start == end;
+        match (joins_left, joins_right) {
+            (true, true) => {
+                let right = self.islands.remove(k);
+                let left = &mut self.islands[k - 1];
+                left.ids.extend_from_slice(&ids);
+                left.ids.extend_from_slice(&right.ids);
+                left.end = right.end;
+            }
+            (true, false) => {
+                let left = &mut self.islands[k - 1];
+                left.ids.extend_from_slice(&ids);
+                left.end = end;
+            }
+            (false, true) => {
+                let right = &mut self.islands[k];
+                let mut joined = ids;
+                joined.extend_from_slice(&right.ids);
+                right.ids = joined;
+                right.start = start;
+            }
+            (false, false) => self.islands.insert(k, Island { start, end, ids }),
+        }
+    }
+
+    /// All chunks are in: the ids of the whole text (no special tokens).
+    pub fn finish(mut self) -> Result<Vec<u32>, StitchError> {
+        let covered = match self.runs.as_slice() {
+            [] => self.total_len == 0,
+            [r] => r.start == 0 && r.end() == self.total_len,
+            _ => false,
+        };
+        if !covered {
+            return Err(StitchError::Uncovered);
+        }
+        if let Some(at) = self.invalid_at {
+            return Err(StitchError::InvalidUtf8(at));
+        }
+        match self.islands.as_mut_slice() {
+            [] => Ok(Vec::new()),
+            [i] if i.start == 0 && i.end == self.total_len => Ok(std::mem::take(&mut i.ids)),
+            _ => Err(StitchError::Tokenizer(
+                "internal: text complete but not all tokenized".into(),
+            )),
+        }
+    }
+}
