@@ -103,8 +103,29 @@ fn is_control(c: char) -> bool {
     !matches!(c, '\t' | '\n' | '\r') && c.is_other()
 }
 
-fn is_punctuation(c: char) -> bool {
-    c.is_ascii_punctuation() || c.is_punctuation()
+/// BertPreTokenizer's classes of a normalized char. The crate splits with
+/// `bitcannon`'s Unicode tables (a newer Unicode than `unicode_categories`
+/// has), so the same classifier is used here: ids must match for chars
+/// assigned in recent Unicode versions too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SplitClass {
+    Space,
+    Punct,
+    Word,
+}
+
+fn split_class(c: char) -> SplitClass {
+    let mut buf = [0u8; 4];
+    let bytes = c.encode_utf8(&mut buf).as_bytes();
+    let mut tags = [0u8; 4];
+    bitcannon::classify::classify(bytes, &mut tags[..bytes.len()]);
+    if bitcannon::classify::in_mask(tags[0], bitcannon::classify::mask::WS) {
+        SplitClass::Space
+    } else if bitcannon::classify::in_mask(tags[0], bitcannon::classify::mask::PUNCT) {
+        SplitClass::Punct
+    } else {
+        SplitClass::Word
+    }
 }
 
 /// The CJK ranges BertNormalizer puts spaces around.
@@ -230,9 +251,9 @@ impl FastWordPiece {
             let c = b as u8 as char;
             *class = if norm.clean_text && (c == '\0' || is_control(c)) {
                 AsciiClass::Removed
-            } else if is_whitespace(c) {
+            } else if split_class(c) == SplitClass::Space {
                 AsciiClass::Space
-            } else if is_punctuation(c) {
+            } else if split_class(c) == SplitClass::Punct {
                 AsciiClass::Punct
             } else if norm.lowercase {
                 AsciiClass::Word(c.to_ascii_lowercase() as u8)
@@ -318,14 +339,14 @@ impl FastWordPiece {
                 .map_or(bytes.len(), |p| i + p);
             self.normalize_into(&text[i..end], normalized);
             for c in normalized.chars() {
-                if is_whitespace(c) {
-                    self.flush(word, out);
-                } else if is_punctuation(c) {
-                    self.flush(word, out);
-                    word.push(c);
-                    self.flush(word, out);
-                } else {
-                    word.push(c);
+                match split_class(c) {
+                    SplitClass::Space => self.flush(word, out),
+                    SplitClass::Punct => {
+                        self.flush(word, out);
+                        word.push(c);
+                        self.flush(word, out);
+                    }
+                    SplitClass::Word => word.push(c),
                 }
             }
             i = end;
