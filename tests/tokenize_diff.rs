@@ -8,8 +8,7 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 use tensorwire::transform::stitch::{CutRule, StitchError};
-use tensorwire::transform::text::{Padding, SpanTokenizer, TextOutput, TextPlan};
-use tensorwire::transform::wordpiece::WordPieceScratch;
+use tensorwire::transform::text::{Padding, SpanScratch, SpanTokenizer, TextOutput, TextPlan};
 use tensorwire::transform::DType;
 
 fn testdata(rel: &str) -> std::path::PathBuf {
@@ -154,7 +153,7 @@ fn minilm_takes_the_fast_path_and_cl100k_the_crate() {
 fn fast_wordpiece_whole_text_matches_the_crate_on_every_corpus() {
     let json = minilm_json();
     let p = plan(&json, SpanTokenizer::Fastest, 1 << 20, Padding::None);
-    let mut scratch = WordPieceScratch::default();
+    let mut scratch = SpanScratch::default();
     for (name, text) in corpora() {
         let want = p.encode(&text).unwrap();
         let got = p.encode_spans(&text, &mut scratch).unwrap();
@@ -166,7 +165,7 @@ fn fast_wordpiece_whole_text_matches_the_crate_on_every_corpus() {
 #[test]
 fn fast_wordpiece_truncates_and_pads_as_the_crate() {
     let json = minilm_json();
-    let mut scratch = WordPieceScratch::default();
+    let mut scratch = SpanScratch::default();
     for (max_length, padding) in [
         (128, Padding::MaxLength),
         (16, Padding::None),

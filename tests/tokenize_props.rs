@@ -8,8 +8,7 @@ use proptest::prelude::*;
 use std::io::Read;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
-use tensorwire::transform::text::{Padding, SpanTokenizer, TextOutput, TextPlan};
-use tensorwire::transform::wordpiece::WordPieceScratch;
+use tensorwire::transform::text::{Padding, SpanScratch, SpanTokenizer, TextOutput, TextPlan};
 use tensorwire::transform::DType;
 
 fn plan_of(json: &str, max_length: usize) -> Arc<TextPlan> {
@@ -133,7 +132,7 @@ proptest! {
     fn fast_wordpiece_equals_the_crate(t in text()) {
         let plan = minilm();
         let want = plan.encode(&t).unwrap();
-        let got = plan.encode_spans(&t, &mut WordPieceScratch::default()).unwrap();
+        let got = plan.encode_spans(&t, &mut SpanScratch::default()).unwrap();
         prop_assert_eq!(got, want);
     }
 

@@ -87,6 +87,9 @@ impl CutRule {
     }
 }
 
+/// How far from a position [`CutRule::is_cut`] looks (a UTF-8 char).
+const CUT_CONTEXT: usize = 4;
+
 /// A protocol error found while stitching.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StitchError {
@@ -193,7 +196,13 @@ impl Stitcher {
         }
         let at = self.merge(offset, chunk)?;
         if self.invalid_at.is_none() {
-            self.tokenize_run(at, tokenize)?;
+            // Whether a position is a cut depends on the bytes within
+            // CUT_CONTEXT of it, so only positions that close to the new
+            // bytes can have become cuts; every other position of the run
+            // was decided before. This keeps each chunk's work in
+            // proportion to its size even when no cut comes for long.
+            let window = (offset.saturating_sub(CUT_CONTEXT), end + CUT_CONTEXT);
+            self.tokenize_run(at, window, tokenize)?;
         }
         Ok(())
     }
@@ -257,8 +266,16 @@ impl Stitcher {
     }
 
     /// Tokenizes every span of run `at` between cuts that is not an island
-    /// yet.
-    fn tokenize_run<F>(&mut self, at: usize, tokenize: &mut F) -> Result<(), StitchError>
+    /// yet. New cuts are looked for only in `window`: outside it, the
+    /// parts of the run that are not islands have none (the invariant
+    /// each call leaves behind: a gap is tokenized from its first cut to
+    /// its last).
+    fn tokenize_run<F>(
+        &mut self,
+        at: usize,
+        window: (usize, usize),
+        tokenize: &mut F,
+    ) -> Result<(), StitchError>
     where
         F: FnMut(&str, &mut Vec<u32>) -> Result<(), String>,
     {
@@ -286,12 +303,14 @@ impl Stitcher {
             let c0 = if island_end_at_g0 || self.is_cut_at(run, g0) {
                 Some(g0)
             } else {
-                (g0 + 1..=g1).find(|&p| self.is_cut_at(run, p))
+                (window.0.max(g0 + 1)..=window.1.min(g1)).find(|&p| self.is_cut_at(run, p))
             };
             let c1 = if island_start_at_g1 || self.is_cut_at(run, g1) {
                 Some(g1)
             } else {
-                (g0..g1).rev().find(|&p| self.is_cut_at(run, p))
+                (window.0.max(g0)..window.1.min(g1))
+                    .rev()
+                    .find(|&p| self.is_cut_at(run, p))
             };
             let (Some(c0), Some(c1)) = (c0, c1) else {
                 continue;
@@ -307,9 +326,22 @@ impl Stitcher {
                     return Ok(());
                 }
             };
-            let mut ids = Vec::new();
-            tokenize(text, &mut ids).map_err(StitchError::Tokenizer)?;
-            self.insert_island(c0, c1, ids);
+            // Appended straight to the island it extends, if any (the
+            // in-order case): no allocation per chunk.
+            let k = self.islands.partition_point(|i| i.end < c0);
+            if k < self.islands.len() && self.islands[k].end == c0 {
+                tokenize(text, &mut self.islands[k].ids).map_err(StitchError::Tokenizer)?;
+                self.islands[k].end = c1;
+                if k + 1 < self.islands.len() && self.islands[k + 1].start == c1 {
+                    let right = self.islands.remove(k + 1);
+                    self.islands[k].ids.extend_from_slice(&right.ids);
+                    self.islands[k].end = right.end;
+                }
+            } else {
+                let mut ids = Vec::with_capacity(text.len() / 3);
+                tokenize(text, &mut ids).map_err(StitchError::Tokenizer)?;
+                self.insert_island(c0, c1, ids);
+            }
         }
         Ok(())
     }

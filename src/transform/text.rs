@@ -267,21 +267,21 @@ impl TextPlan {
     pub fn encode_span(
         &self,
         text: &str,
-        scratch: &mut WordPieceScratch,
+        scratch: &mut SpanScratch,
         out: &mut Vec<u32>,
     ) -> Result<(), String> {
         match &self.fast {
             Some(fast) => {
-                fast.encode(text, scratch, out);
+                fast.encode(text, &mut scratch.wordpiece, out);
                 Ok(())
             }
             None => {
                 // `encode_into` writes `PipelineToken`s, a u32 newtype.
-                let mut tokens: Vec<PipelineToken> = Vec::new();
+                scratch.tokens.clear();
                 self.tokenizer
-                    .encode_into(text, &self.span_options, &mut tokens)
+                    .encode_into(text, &self.span_options, &mut scratch.tokens)
                     .map_err(|e| e.to_string())?;
-                out.extend(tokens.iter().map(|t| t.id()));
+                out.extend(scratch.tokens.iter().map(|t| t.id()));
                 Ok(())
             }
         }
@@ -304,11 +304,7 @@ impl TextPlan {
     }
 
     /// The serving path on a whole text: spans (here, one) + [`Self::finish`].
-    pub fn encode_spans(
-        &self,
-        text: &str,
-        scratch: &mut WordPieceScratch,
-    ) -> Result<Encoded, String> {
+    pub fn encode_spans(&self, text: &str, scratch: &mut SpanScratch) -> Result<Encoded, String> {
         let mut ids = Vec::with_capacity(text.len() / 3);
         self.encode_span(text, scratch, &mut ids)?;
         self.finish(ids)
@@ -318,7 +314,7 @@ impl TextPlan {
     pub fn stream(self: &Arc<Self>, total_len: usize) -> TextStream {
         TextStream {
             stitcher: Stitcher::new(total_len, self.cut_rule),
-            scratch: WordPieceScratch::default(),
+            scratch: SpanScratch::default(),
             plan: self.clone(),
         }
     }
@@ -357,12 +353,19 @@ impl TextPlan {
     }
 }
 
+/// Buffers reused across the spans of a text (and across texts).
+#[derive(Debug, Default)]
+pub struct SpanScratch {
+    wordpiece: WordPieceScratch,
+    tokens: Vec<PipelineToken>,
+}
+
 /// One text being tokenized while its chunks arrive.
 #[derive(Debug)]
 pub struct TextStream {
     plan: Arc<TextPlan>,
     stitcher: Stitcher,
-    scratch: WordPieceScratch,
+    scratch: SpanScratch,
 }
 
 impl TextStream {
