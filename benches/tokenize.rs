@@ -13,7 +13,11 @@
 //! Throughput is in bytes; the token count of each corpus is printed so
 //! tokens/s = bytes/s x tokens/byte. Run with `make bench`.
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, SamplingMode,
+    Throughput,
+};
 use std::hint::black_box;
 use std::io::Read;
 use std::sync::Arc;
@@ -94,6 +98,17 @@ fn cold(json: &str, docs: &[String], iters: u64) -> Duration {
     total
 }
 
+/// A group for cold-cache runs: every iteration loads a tokenizer (not
+/// timed, but slow), so few iterations: 10 samples of one or two.
+fn cold_group(c: &mut Criterion, name: String) -> BenchmarkGroup<'_, WallTime> {
+    let mut g = c.benchmark_group(name);
+    g.sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(1))
+        .measurement_time(Duration::from_millis(20));
+    g
+}
+
 fn wordpiece(c: &mut Criterion) {
     let json =
         std::fs::read_to_string(testdata("tokenizers/all-MiniLM-L6-v2/tokenizer.json")).unwrap();
@@ -121,9 +136,6 @@ fn wordpiece(c: &mut Criterion) {
                     black_box(crate_plan.encode(black_box(d)).unwrap());
                 }
             })
-        });
-        g.bench_function(BenchmarkId::new("a crate whole text", "cold"), |b| {
-            b.iter_custom(|iters| cold(&json, &docs, iters))
         });
         let mut scratch = SpanScratch::default();
         g.bench_function(
@@ -186,6 +198,12 @@ fn byte_level_bpe(c: &mut Criterion) {
                 }
             })
         });
+        g.finish();
+        let mut g = cold_group(
+            c,
+            format!("byte-level BPE cl100k prose {}KB docs cold", size / 1024),
+        );
+        g.throughput(Throughput::Bytes(bytes as u64));
         g.bench_function(BenchmarkId::new("a crate whole text", "cold"), |b| {
             b.iter_custom(|iters| cold(&json, &docs, iters))
         });

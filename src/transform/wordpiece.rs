@@ -76,7 +76,7 @@ impl std::fmt::Debug for FastWordPiece {
 /// Reusable buffers of one tokenizing thread or request.
 #[derive(Debug, Default)]
 pub struct WordPieceScratch {
-    word: String,
+    word: Vec<u8>,
     normalized: String,
 }
 
@@ -318,12 +318,38 @@ impl FastWordPiece {
             let b = bytes[i];
             if b < 0x80 {
                 match self.ascii[b as usize] {
-                    AsciiClass::Word(n) => word.push(n as char),
+                    AsciiClass::Word(_) => {
+                        // The whole ASCII run at once; a word that is all
+                        // of it and already lowercase is not even copied.
+                        let start = i;
+                        let mut unchanged = true;
+                        while let Some(AsciiClass::Word(n)) =
+                            bytes.get(i).and_then(|&b| self.ascii.get(b as usize))
+                        {
+                            unchanged &= *n == bytes[i];
+                            i += 1;
+                        }
+                        let run = &bytes[start..i];
+                        let ends_word = bytes.get(i).is_none_or(|&b| {
+                            matches!(
+                                self.ascii.get(b as usize),
+                                Some(AsciiClass::Space | AsciiClass::Punct)
+                            )
+                        });
+                        if word.is_empty() && ends_word && unchanged {
+                            self.word_pieces(run, out);
+                        } else {
+                            word.extend(run.iter().map(|&b| match self.ascii[b as usize] {
+                                AsciiClass::Word(n) => n,
+                                _ => b,
+                            }));
+                        }
+                        continue;
+                    }
                     AsciiClass::Space => self.flush(word, out),
                     AsciiClass::Punct => {
                         self.flush(word, out);
-                        word.push(b as char);
-                        self.flush(word, out);
+                        self.word_pieces(&bytes[i..i + 1], out);
                     }
                     AsciiClass::Removed => {}
                 }
@@ -338,15 +364,16 @@ impl FastWordPiece {
                 .position(|&b| b < 0x80)
                 .map_or(bytes.len(), |p| i + p);
             self.normalize_into(&text[i..end], normalized);
+            let mut utf8 = [0u8; 4];
             for c in normalized.chars() {
+                let c_bytes = c.encode_utf8(&mut utf8).as_bytes();
                 match split_class(c) {
                     SplitClass::Space => self.flush(word, out),
                     SplitClass::Punct => {
                         self.flush(word, out);
-                        word.push(c);
-                        self.flush(word, out);
+                        self.word_pieces(c_bytes, out);
                     }
-                    SplitClass::Word => word.push(c),
+                    SplitClass::Word => word.extend_from_slice(c_bytes),
                 }
             }
             i = end;
@@ -388,11 +415,11 @@ impl FastWordPiece {
     }
 
     /// WordPieces the word in `word` (if any) and empties it.
-    fn flush(&self, word: &mut String, out: &mut Vec<u32>) {
+    fn flush(&self, word: &mut Vec<u8>, out: &mut Vec<u32>) {
         if word.is_empty() {
             return;
         }
-        self.word_pieces(word.as_bytes(), out);
+        self.word_pieces(word, out);
         word.clear();
     }
 
@@ -400,7 +427,7 @@ impl FastWordPiece {
     fn word_pieces(&self, word: &[u8], out: &mut Vec<u32>) {
         let max = self.max_input_chars_per_word;
         if word.len() > max {
-            // SAFETY-free: `word` came from a String.
+            // `word` is UTF-8 (built from chars): count the lead bytes.
             let chars = word.iter().filter(|&&b| (b & 0xC0) != 0x80).count();
             if chars > max {
                 out.push(self.unk);
