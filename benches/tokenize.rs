@@ -159,6 +159,15 @@ fn wordpiece(c: &mut Criterion) {
             },
         );
         g.finish();
+        let mut g = cold_group(
+            c,
+            format!("wordpiece MiniLM prose {}KB docs cold", size / 1024),
+        );
+        g.throughput(Throughput::Bytes(bytes as u64));
+        g.bench_function(BenchmarkId::new("a crate whole text", "cold"), |b| {
+            b.iter_custom(|iters| cold(&json, &docs, iters))
+        });
+        g.finish();
     }
 }
 

@@ -116,9 +116,10 @@ fn streamed(
     plan: &Arc<TextPlan>,
     text: &str,
     parts: &[(usize, usize)],
+    min_span: usize,
 ) -> tensorwire::transform::text::Encoded {
     let bytes = text.as_bytes();
-    let mut s = plan.stream(bytes.len());
+    let mut s = plan.stream_with_min_span(bytes.len(), min_span);
     for &(a, b) in parts {
         s.add(a, &bytes[a..b]).unwrap();
     }
@@ -137,16 +138,16 @@ proptest! {
     }
 
     #[test]
-    fn streamed_wordpiece_equals_the_crate(t in text(), max_chunk in 1usize..64, overlap in 0usize..16, seed in any::<u64>()) {
+    fn streamed_wordpiece_equals_the_crate(t in text(), max_chunk in 1usize..64, overlap in 0usize..16, seed in any::<u64>(), min_span in prop_oneof![Just(0usize), 1usize..48]) {
         let plan = minilm();
         let parts = chunking(t.len(), max_chunk, overlap, seed);
-        prop_assert_eq!(streamed(plan, &t, &parts), plan.encode(&t).unwrap());
+        prop_assert_eq!(streamed(plan, &t, &parts, min_span), plan.encode(&t).unwrap());
     }
 
     #[test]
-    fn streamed_cl100k_equals_the_crate(t in text(), max_chunk in 1usize..64, overlap in 0usize..16, seed in any::<u64>()) {
+    fn streamed_cl100k_equals_the_crate(t in text(), max_chunk in 1usize..64, overlap in 0usize..16, seed in any::<u64>(), min_span in prop_oneof![Just(0usize), 1usize..48]) {
         let plan = cl100k();
         let parts = chunking(t.len(), max_chunk, overlap, seed);
-        prop_assert_eq!(streamed(plan, &t, &parts), plan.encode(&t).unwrap());
+        prop_assert_eq!(streamed(plan, &t, &parts, min_span), plan.encode(&t).unwrap());
     }
 }

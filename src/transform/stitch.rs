@@ -142,6 +142,11 @@ pub struct Stitcher {
     /// First invalid UTF-8 position seen; reported at `finish` so that a
     /// later overlap mismatch (MALFORMED) still takes precedence.
     invalid_at: Option<usize>,
+    /// Spans shorter than this wait for more bytes (until `finish`): a
+    /// tokenizer with a fixed cost per call runs on fewer, longer spans.
+    min_span: usize,
+    /// Cut pairs of spans that waited: (first cut, last cut) of their gap.
+    deferred: Vec<(usize, usize)>,
 }
 
 impl Stitcher {
@@ -152,7 +157,16 @@ impl Stitcher {
             runs: Vec::new(),
             islands: Vec::new(),
             invalid_at: None,
+            min_span: 0,
+            deferred: Vec::new(),
         }
+    }
+
+    /// Spans shorter than `min_span` bytes are tokenized later, with the
+    /// bytes that follow them (or at `finish`).
+    pub fn with_min_span(mut self, min_span: usize) -> Stitcher {
+        self.min_span = min_span;
+        self
     }
 
     /// Bytes held (received text and ids), for the in-flight limits.
@@ -202,7 +216,7 @@ impl Stitcher {
             // was decided before. This keeps each chunk's work in
             // proportion to its size even when no cut comes for long.
             let window = (offset.saturating_sub(CUT_CONTEXT), end + CUT_CONTEXT);
-            self.tokenize_run(at, window, tokenize)?;
+            self.tokenize_run(at, window, false, tokenize)?;
         }
         Ok(())
     }
@@ -274,6 +288,7 @@ impl Stitcher {
         &mut self,
         at: usize,
         window: (usize, usize),
+        force: bool,
         tokenize: &mut F,
     ) -> Result<(), StitchError>
     where
@@ -312,12 +327,27 @@ impl Stitcher {
                     .rev()
                     .find(|&p| self.is_cut_at(run, p))
             };
+            // Cuts found earlier in this gap by a span that waited.
+            let (mut c0, mut c1) = (c0, c1);
+            self.deferred.retain(|&(d0, d1)| {
+                let inside = g0 <= d0 && d1 <= g1;
+                if inside {
+                    c0 = Some(c0.map_or(d0, |c| c.min(d0)));
+                    c1 = Some(c1.map_or(d1, |c| c.max(d1)));
+                }
+                !inside
+            });
             let (Some(c0), Some(c1)) = (c0, c1) else {
                 continue;
             };
             if c0 >= c1 {
                 continue;
             }
+            if !force && c1 - c0 < self.min_span {
+                self.deferred.push((c0, c1));
+                continue;
+            }
+            let run = &self.runs[at];
             let bytes = &run.bytes[c0 - run.start..c1 - run.start];
             let text = match std::str::from_utf8(bytes) {
                 Ok(t) => t,
@@ -375,7 +405,10 @@ impl Stitcher {
     }
 
     /// All chunks are in: the ids of the whole text (no special tokens).
-    pub fn finish(mut self) -> Result<Vec<u32>, StitchError> {
+    pub fn finish<F>(mut self, tokenize: &mut F) -> Result<Vec<u32>, StitchError>
+    where
+        F: FnMut(&str, &mut Vec<u32>) -> Result<(), String>,
+    {
         let covered = match self.runs.as_slice() {
             [] => self.total_len == 0,
             [r] => r.start == 0 && r.end() == self.total_len,
@@ -383,6 +416,10 @@ impl Stitcher {
         };
         if !covered {
             return Err(StitchError::Uncovered);
+        }
+        if self.invalid_at.is_none() && !self.runs.is_empty() {
+            // What waited: with the whole text here, every gap ends at cuts.
+            self.tokenize_run(0, (0, 0), true, tokenize)?;
         }
         if let Some(at) = self.invalid_at {
             return Err(StitchError::InvalidUtf8(at));

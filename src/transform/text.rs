@@ -96,6 +96,13 @@ pub fn load_tokenizer(json: &str) -> Result<PipelineTokenizer, TokenizerLoadErro
     }
 }
 
+/// Shortest span handed to the `tokenizers` crate while chunks arrive: each
+/// encode call has a fixed cost (about a microsecond, measured in
+/// benches/tokenize.rs), so spans of one datagram (~1.4 KB) would cost ~20%
+/// of the throughput; 4 KB spans keep it within a few percent, and at most
+/// that much is left to tokenize when the last chunk arrives.
+pub const CRATE_MIN_SPAN: usize = 4096;
+
 /// Which tokenizer serves a pipeline's spans.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SpanTokenizer {
@@ -312,8 +319,19 @@ impl TextPlan {
 
     /// A streaming tokenizer for a text of `total_len` bytes.
     pub fn stream(self: &Arc<Self>, total_len: usize) -> TextStream {
+        let min_span = if self.fast.is_some() {
+            0
+        } else {
+            CRATE_MIN_SPAN
+        };
+        self.stream_with_min_span(total_len, min_span)
+    }
+
+    /// [`Self::stream`] with spans shorter than `min_span` bytes waiting
+    /// for more (tests use small values to exercise both paths).
+    pub fn stream_with_min_span(self: &Arc<Self>, total_len: usize, min_span: usize) -> TextStream {
         TextStream {
-            stitcher: Stitcher::new(total_len, self.cut_rule),
+            stitcher: Stitcher::new(total_len, self.cut_rule).with_min_span(min_span),
             scratch: SpanScratch::default(),
             plan: self.clone(),
         }
@@ -387,7 +405,10 @@ impl TextStream {
 
     /// All chunks are in: the encoding of the whole text.
     pub fn finish(self) -> Result<Encoded, StitchError> {
-        let ids = self.stitcher.finish()?;
+        let (plan, mut scratch) = (&self.plan, self.scratch);
+        let ids = self
+            .stitcher
+            .finish(&mut |text, out| plan.encode_span(text, &mut scratch, out))?;
         self.plan.finish(ids).map_err(StitchError::Tokenizer)
     }
 }
