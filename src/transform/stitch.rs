@@ -109,16 +109,52 @@ pub enum StitchError {
     Tokenizer(String),
 }
 
-/// Received bytes [start, start + bytes.len()).
+/// Received bytes [start, end()): `buf[head..]`. The free room before
+/// `head` lets chunks that arrive in reverse order be prepended without
+/// moving the run each time.
 #[derive(Debug)]
 struct Run {
     start: usize,
-    bytes: Vec<u8>,
+    buf: Vec<u8>,
+    head: usize,
 }
 
 impl Run {
+    fn new(start: usize, bytes: &[u8]) -> Run {
+        Run {
+            start,
+            buf: bytes.to_vec(),
+            head: 0,
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf[self.head..]
+    }
+
     fn end(&self) -> usize {
-        self.start + self.bytes.len()
+        self.start + self.buf.len() - self.head
+    }
+
+    fn append(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    fn prepend(&mut self, bytes: &[u8]) {
+        if bytes.len() > self.head {
+            // Room grows geometrically: amortized O(1) per byte whatever
+            // the arrival order.
+            let len = self.buf.len() - self.head;
+            let room = bytes.len().max(len);
+            let mut buf = Vec::with_capacity(room + len);
+            buf.resize(room, 0);
+            buf.extend_from_slice(self.bytes());
+            self.buf = buf;
+            self.head = room;
+        }
+        self.head -= bytes.len();
+        self.buf[self.head..self.head + bytes.len()].copy_from_slice(bytes);
+        self.start -= bytes.len();
     }
 }
 
@@ -171,7 +207,7 @@ impl Stitcher {
 
     /// Bytes held (received text and ids), for the in-flight limits.
     pub fn held_bytes(&self) -> usize {
-        self.runs.iter().map(|r| r.bytes.capacity()).sum::<usize>()
+        self.runs.iter().map(|r| r.buf.capacity()).sum::<usize>()
             + self
                 .islands
                 .iter()
@@ -231,7 +267,7 @@ impl Stitcher {
         for r in &self.runs[first..last] {
             let (lo, hi) = (r.start.max(offset), r.end().min(end));
             if lo < hi {
-                let theirs = &r.bytes[lo - r.start..hi - r.start];
+                let theirs = &r.bytes()[lo - r.start..hi - r.start];
                 let ours = &chunk[lo - offset..hi - offset];
                 if let Some(k) = theirs.iter().zip(ours).position(|(a, b)| a != b) {
                     return Err(StitchError::OverlapMismatch(lo + k));
@@ -239,44 +275,34 @@ impl Stitcher {
             }
         }
         if first == last {
-            self.runs.insert(
-                first,
-                Run {
-                    start: offset,
-                    bytes: chunk.to_vec(),
-                },
-            );
+            self.runs.insert(first, Run::new(offset, chunk));
             return Ok(first);
         }
-        let mut merged: Vec<Run> = self.runs.drain(first..last).collect();
-        let mut base = merged.remove(0);
+        // Runs first+1..last are folded into run `first`.
+        let later: Vec<Run> = self.runs.drain(first + 1..last).collect();
+        let base = &mut self.runs[first];
         if offset < base.start {
-            let mut bytes = Vec::with_capacity(base.end().max(end) - offset);
-            bytes.extend_from_slice(&chunk[..base.start - offset]);
-            bytes.extend_from_slice(&base.bytes);
-            base = Run {
-                start: offset,
-                bytes,
-            };
+            base.prepend(&chunk[..base.start - offset]);
         }
         if end > base.end() {
             let from = base.end() - offset;
-            base.bytes.extend_from_slice(&chunk[from..]);
+            base.append(&chunk[from..]);
         }
-        for r in merged {
+        for r in later {
             if r.end() > base.end() {
                 let from = base.end() - r.start;
-                base.bytes.extend_from_slice(&r.bytes[from..]);
+                base.append(&r.bytes()[from..]);
             }
         }
-        self.runs.insert(first, base);
         Ok(first)
     }
 
     fn is_cut_at(&self, run: &Run, pos: usize) -> bool {
         pos == 0
             || pos == self.total_len
-            || (pos > run.start && pos < run.end() && self.rule.is_cut(&run.bytes, pos - run.start))
+            || (pos > run.start
+                && pos < run.end()
+                && self.rule.is_cut(run.bytes(), pos - run.start))
     }
 
     /// Tokenizes every span of run `at` between cuts that is not an island
@@ -348,7 +374,7 @@ impl Stitcher {
                 continue;
             }
             let run = &self.runs[at];
-            let bytes = &run.bytes[c0 - run.start..c1 - run.start];
+            let bytes = &run.bytes()[c0 - run.start..c1 - run.start];
             let text = match std::str::from_utf8(bytes) {
                 Ok(t) => t,
                 Err(e) => {
@@ -431,5 +457,94 @@ impl Stitcher {
                 "internal: text complete but not all tokenized".into(),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A toy whitespace tokenizer: one id per word, its byte length. Cuts
+    /// after ASCII whitespace are exact for it.
+    fn words(text: &str, out: &mut Vec<u32>) -> Result<(), String> {
+        out.extend(text.split_ascii_whitespace().map(|w| w.len() as u32));
+        Ok(())
+    }
+
+    fn whole(text: &str) -> Vec<u32> {
+        let mut out = Vec::new();
+        words(text, &mut out).unwrap();
+        out
+    }
+
+    const RULE: CutRule = CutRule::AfterAsciiWhitespace { chinese: false };
+
+    #[test]
+    fn cuts_follow_the_rules() {
+        let b = "ab cd\u{4e2d}e".as_bytes();
+        let cuts = |rule: CutRule| {
+            (1..b.len())
+                .filter(|&i| rule.is_cut(b, i))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(cuts(RULE), vec![3]);
+        // Before and after the 3-byte ideograph at 5..8.
+        assert_eq!(
+            cuts(CutRule::AfterAsciiWhitespace { chinese: true }),
+            vec![3, 5, 8]
+        );
+        assert_eq!(cuts(CutRule::BeforeSpaceLetter), vec![2]);
+        assert_eq!(cuts(CutRule::Never), Vec::<usize>::new());
+        // A truncated or invalid sequence is no cut.
+        assert!(!CutRule::AfterAsciiWhitespace { chinese: true }.is_cut(&[b'a', 0xE4, 0xB8], 1));
+    }
+
+    #[test]
+    fn a_word_longer_than_every_chunk_waits_for_its_ends() {
+        let text = format!("x {} y", "w".repeat(10_000));
+        let mut s = Stitcher::new(text.len(), RULE);
+        for (i, c) in text.as_bytes().chunks(7).enumerate() {
+            s.add(i * 7, c, &mut words).unwrap();
+        }
+        assert_eq!(s.finish(&mut words).unwrap(), whole(&text));
+    }
+
+    #[test]
+    fn islands_from_both_sides_join() {
+        let text = "one two three four five six seven eight nine ten";
+        let b = text.as_bytes();
+        let mut s = Stitcher::new(b.len(), RULE);
+        s.add(30, &b[30..], &mut words).unwrap();
+        s.add(0, &b[..12], &mut words).unwrap();
+        assert!(s.tokenized_bytes() > 20);
+        s.add(10, &b[10..32], &mut words).unwrap();
+        assert_eq!(s.tokenized_bytes(), b.len());
+        assert_eq!(s.finish(&mut words).unwrap(), whole(text));
+    }
+
+    #[test]
+    fn short_spans_wait_with_min_span_and_are_flushed_at_the_end() {
+        let text = "a b c d e f g h";
+        let b = text.as_bytes();
+        let mut s = Stitcher::new(b.len(), RULE).with_min_span(100);
+        for i in 0..b.len() {
+            s.add(i, &b[i..i + 1], &mut words).unwrap();
+        }
+        assert_eq!(s.tokenized_bytes(), 0);
+        assert_eq!(s.finish(&mut words).unwrap(), whole(text));
+    }
+
+    #[test]
+    fn invalid_utf8_is_reported_after_a_later_overlap_mismatch() {
+        let b = b"ok \xff ok ok";
+        let mut s = Stitcher::new(b.len(), RULE);
+        s.add(0, &b[..6], &mut words).unwrap();
+        assert_eq!(
+            s.add(4, b"X ok o", &mut words),
+            Err(StitchError::OverlapMismatch(4))
+        );
+        let mut s = Stitcher::new(b.len(), RULE);
+        s.add(0, b, &mut words).unwrap();
+        assert_eq!(s.finish(&mut words), Err(StitchError::InvalidUtf8(3)));
     }
 }
