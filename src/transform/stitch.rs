@@ -183,6 +183,8 @@ pub struct Stitcher {
     min_span: usize,
     /// Cut pairs of spans that waited: (first cut, last cut) of their gap.
     deferred: Vec<(usize, usize)>,
+    /// Reused buffer of the gaps between islands of a run.
+    gaps: Vec<(usize, usize)>,
 }
 
 impl Stitcher {
@@ -195,6 +197,7 @@ impl Stitcher {
             invalid_at: None,
             min_span: 0,
             deferred: Vec::new(),
+            gaps: Vec::new(),
         }
     }
 
@@ -322,7 +325,8 @@ impl Stitcher {
     {
         let (run_start, run_end) = (self.runs[at].start, self.runs[at].end());
         // Gaps between the islands inside the run.
-        let mut gaps = Vec::new();
+        let mut gaps = std::mem::take(&mut self.gaps);
+        gaps.clear();
         let mut pos = run_start;
         let first = self.islands.partition_point(|i| i.end <= run_start);
         for island in self.islands[first..]
@@ -337,7 +341,23 @@ impl Stitcher {
         if pos < run_end {
             gaps.push((pos, run_end));
         }
-        for (g0, g1) in gaps {
+        let result = self.tokenize_gaps(at, window, force, &gaps, tokenize);
+        self.gaps = gaps;
+        result
+    }
+
+    fn tokenize_gaps<F>(
+        &mut self,
+        at: usize,
+        window: (usize, usize),
+        force: bool,
+        gaps: &[(usize, usize)],
+        tokenize: &mut F,
+    ) -> Result<(), StitchError>
+    where
+        F: FnMut(&str, &mut Vec<u32>) -> Result<(), String>,
+    {
+        for &(g0, g1) in gaps {
             let run = &self.runs[at];
             let island_end_at_g0 = self.islands.iter().any(|i| i.end == g0);
             let island_start_at_g1 = self.islands.iter().any(|i| i.start == g1);
