@@ -99,11 +99,11 @@ fn cold(json: &str, docs: &[String], iters: u64) -> Duration {
 }
 
 /// A group for cold-cache runs: every iteration loads a tokenizer (not
-/// timed, but slow), so few iterations: 10 samples of one or two.
+/// timed, but slow), so few iterations: 30 samples of one or two.
 fn cold_group(c: &mut Criterion, name: String) -> BenchmarkGroup<'_, WallTime> {
     let mut g = c.benchmark_group(name);
     g.sampling_mode(SamplingMode::Flat)
-        .sample_size(10)
+        .sample_size(30)
         .warm_up_time(Duration::from_millis(1))
         .measurement_time(Duration::from_millis(20));
     g
@@ -236,7 +236,7 @@ fn byte_level_bpe(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default().sample_size(10).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    config = Criterion::default().sample_size(20).measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
     targets = wordpiece, byte_level_bpe
 }
 criterion_main!(benches);

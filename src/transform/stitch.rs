@@ -160,21 +160,22 @@ impl Run {
 
 /// Final ids of the text [start, end), whose ends are cuts.
 #[derive(Debug)]
-struct Island {
+struct Island<T> {
     start: usize,
     end: usize,
-    ids: Vec<u32>,
+    ids: Vec<T>,
 }
 
-/// The streaming state of one text. Pure: no clock, no I/O.
+/// The streaming state of one text. Pure: no clock, no I/O. `T` is the
+/// token id type the span tokenizer appends.
 #[derive(Debug)]
-pub struct Stitcher {
+pub struct Stitcher<T = u32> {
     total_len: usize,
     rule: CutRule,
     /// Sorted, disjoint and not adjacent (adjacent runs are merged).
     runs: Vec<Run>,
     /// Sorted, disjoint and not adjacent.
-    islands: Vec<Island>,
+    islands: Vec<Island<T>>,
     /// First invalid UTF-8 position seen; reported at `finish` so that a
     /// later overlap mismatch (MALFORMED) still takes precedence.
     invalid_at: Option<usize>,
@@ -187,8 +188,8 @@ pub struct Stitcher {
     gaps: Vec<(usize, usize)>,
 }
 
-impl Stitcher {
-    pub fn new(total_len: usize, rule: CutRule) -> Stitcher {
+impl<T: Copy> Stitcher<T> {
+    pub fn new(total_len: usize, rule: CutRule) -> Stitcher<T> {
         Stitcher {
             total_len,
             rule,
@@ -203,7 +204,7 @@ impl Stitcher {
 
     /// Spans shorter than `min_span` bytes are tokenized later, with the
     /// bytes that follow them (or at `finish`).
-    pub fn with_min_span(mut self, min_span: usize) -> Stitcher {
+    pub fn with_min_span(mut self, min_span: usize) -> Stitcher<T> {
         self.min_span = min_span;
         self
     }
@@ -234,7 +235,7 @@ impl Stitcher {
         tokenize: &mut F,
     ) -> Result<(), StitchError>
     where
-        F: FnMut(&str, &mut Vec<u32>) -> Result<(), String>,
+        F: FnMut(&str, &mut Vec<T>) -> Result<(), String>,
     {
         let end = offset + chunk.len();
         if end > self.total_len {
@@ -321,7 +322,7 @@ impl Stitcher {
         tokenize: &mut F,
     ) -> Result<(), StitchError>
     where
-        F: FnMut(&str, &mut Vec<u32>) -> Result<(), String>,
+        F: FnMut(&str, &mut Vec<T>) -> Result<(), String>,
     {
         let (run_start, run_end) = (self.runs[at].start, self.runs[at].end());
         // Gaps between the islands inside the run.
@@ -355,7 +356,7 @@ impl Stitcher {
         tokenize: &mut F,
     ) -> Result<(), StitchError>
     where
-        F: FnMut(&str, &mut Vec<u32>) -> Result<(), String>,
+        F: FnMut(&str, &mut Vec<T>) -> Result<(), String>,
     {
         for &(g0, g1) in gaps {
             let run = &self.runs[at];
@@ -422,7 +423,7 @@ impl Stitcher {
         Ok(())
     }
 
-    fn insert_island(&mut self, start: usize, end: usize, ids: Vec<u32>) {
+    fn insert_island(&mut self, start: usize, end: usize, ids: Vec<T>) {
         let k = self.islands.partition_point(|i| i.end <= start);
         let joins_left = k > 0 && self.islands[k - 1].end == start;
         let joins_right = k < self.islands.len() && self.islands[k].start == end;
@@ -451,9 +452,9 @@ impl Stitcher {
     }
 
     /// All chunks are in: the ids of the whole text (no special tokens).
-    pub fn finish<F>(mut self, tokenize: &mut F) -> Result<Vec<u32>, StitchError>
+    pub fn finish<F>(mut self, tokenize: &mut F) -> Result<Vec<T>, StitchError>
     where
-        F: FnMut(&str, &mut Vec<u32>) -> Result<(), String>,
+        F: FnMut(&str, &mut Vec<T>) -> Result<(), String>,
     {
         let covered = match self.runs.as_slice() {
             [] => self.total_len == 0,

@@ -275,30 +275,25 @@ impl TextPlan {
         &self,
         text: &str,
         scratch: &mut SpanScratch,
-        out: &mut Vec<u32>,
+        out: &mut Vec<PipelineToken>,
     ) -> Result<(), String> {
         match &self.fast {
             Some(fast) => {
                 fast.encode(text, &mut scratch.wordpiece, out);
                 Ok(())
             }
-            None => {
-                // `encode_into` writes `PipelineToken`s, a u32 newtype.
-                scratch.tokens.clear();
-                self.tokenizer
-                    .encode_into(text, &self.span_options, &mut scratch.tokens)
-                    .map_err(|e| e.to_string())?;
-                out.extend(scratch.tokens.iter().map(|t| t.id()));
-                Ok(())
-            }
+            // Appends to `out` (no copy through a buffer of ours).
+            None => self
+                .tokenizer
+                .encode_into(text, &self.span_options, out)
+                .map_err(|e| e.to_string()),
         }
     }
 
     /// Special tokens, truncation and padding on the ids of the whole text,
     /// with the crate's own functions, in the order its encode uses.
-    pub fn finish(&self, ids: Vec<u32>) -> Result<Encoded, String> {
+    pub fn finish(&self, tokens: Vec<PipelineToken>) -> Result<Encoded, String> {
         let template = &self.tokenizer.get_post_processor().single;
-        let tokens: Vec<PipelineToken> = ids.into_iter().map(PipelineToken::from).collect();
         let truncation = self.tokenizer.resolve_truncation(&self.options.truncation);
         let (tokens, _) = truncate_pair(tokens, None, truncation, template.n_special())
             .map_err(|e| e.to_string())?;
@@ -375,14 +370,13 @@ impl TextPlan {
 #[derive(Debug, Default)]
 pub struct SpanScratch {
     wordpiece: WordPieceScratch,
-    tokens: Vec<PipelineToken>,
 }
 
 /// One text being tokenized while its chunks arrive.
 #[derive(Debug)]
 pub struct TextStream {
     plan: Arc<TextPlan>,
-    stitcher: Stitcher,
+    stitcher: Stitcher<PipelineToken>,
     scratch: SpanScratch,
 }
 

@@ -278,7 +278,12 @@ impl FastWordPiece {
     }
 
     /// Appends the ids of `text` (no special tokens, no truncation) to `out`.
-    pub fn encode(&self, text: &str, scratch: &mut WordPieceScratch, out: &mut Vec<u32>) {
+    pub fn encode<T: From<u32>>(
+        &self,
+        text: &str,
+        scratch: &mut WordPieceScratch,
+        out: &mut Vec<T>,
+    ) {
         let bytes = text.as_bytes();
         if self.added.is_empty() {
             return self.encode_piece(text, scratch, out);
@@ -290,7 +295,7 @@ impl FastWordPiece {
                     // Both cuts are at ASCII-or-lead bytes of added tokens,
                     // so they are char boundaries.
                     self.encode_piece(&text[start..i], scratch, out);
-                    out.push(id);
+                    out.push(T::from(id));
                     i += len;
                     start = i;
                     continue;
@@ -309,7 +314,12 @@ impl FastWordPiece {
     }
 
     /// Normalizes, splits and WordPieces a text with no added tokens.
-    fn encode_piece(&self, text: &str, scratch: &mut WordPieceScratch, out: &mut Vec<u32>) {
+    fn encode_piece<T: From<u32>>(
+        &self,
+        text: &str,
+        scratch: &mut WordPieceScratch,
+        out: &mut Vec<T>,
+    ) {
         let bytes = text.as_bytes();
         let WordPieceScratch { word, normalized } = scratch;
         word.clear();
@@ -415,7 +425,7 @@ impl FastWordPiece {
     }
 
     /// WordPieces the word in `word` (if any) and empties it.
-    fn flush(&self, word: &mut Vec<u8>, out: &mut Vec<u32>) {
+    fn flush<T: From<u32>>(&self, word: &mut Vec<u8>, out: &mut Vec<T>) {
         if word.is_empty() {
             return;
         }
@@ -424,13 +434,13 @@ impl FastWordPiece {
     }
 
     /// Greedy longest-match-first over the tries.
-    fn word_pieces(&self, word: &[u8], out: &mut Vec<u32>) {
+    fn word_pieces<T: From<u32>>(&self, word: &[u8], out: &mut Vec<T>) {
         let max = self.max_input_chars_per_word;
         if word.len() > max {
             // `word` is UTF-8 (built from chars): count the lead bytes.
             let chars = word.iter().filter(|&&b| (b & 0xC0) != 0x80).count();
             if chars > max {
-                out.push(self.unk);
+                out.push(T::from(self.unk));
                 return;
             }
         }
@@ -447,12 +457,12 @@ impl FastWordPiece {
             };
             match found {
                 Some((id, len)) => {
-                    out.push(id);
+                    out.push(T::from(id));
                     start += len;
                 }
                 None => {
                     out.truncate(checkpoint);
-                    out.push(self.unk);
+                    out.push(T::from(self.unk));
                     return;
                 }
             }
