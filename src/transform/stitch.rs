@@ -87,6 +87,8 @@ impl CutRule {
     }
 }
 
+use smallvec::SmallVec;
+
 /// How far from a position [`CutRule::is_cut`] looks (a UTF-8 char).
 const CUT_CONTEXT: usize = 4;
 
@@ -173,9 +175,9 @@ pub struct Stitcher<T = u32> {
     total_len: usize,
     rule: CutRule,
     /// Sorted, disjoint and not adjacent (adjacent runs are merged).
-    runs: Vec<Run>,
+    runs: SmallVec<[Run; 2]>,
     /// Sorted, disjoint and not adjacent.
-    islands: Vec<Island<T>>,
+    islands: SmallVec<[Island<T>; 2]>,
     /// First invalid UTF-8 position seen; reported at `finish` so that a
     /// later overlap mismatch (MALFORMED) still takes precedence.
     invalid_at: Option<usize>,
@@ -183,9 +185,9 @@ pub struct Stitcher<T = u32> {
     /// tokenizer with a fixed cost per call runs on fewer, longer spans.
     min_span: usize,
     /// Cut pairs of spans that waited: (first cut, last cut) of their gap.
-    deferred: Vec<(usize, usize)>,
+    deferred: SmallVec<[(usize, usize); 2]>,
     /// Reused buffer of the gaps between islands of a run.
-    gaps: Vec<(usize, usize)>,
+    gaps: SmallVec<[(usize, usize); 4]>,
 }
 
 impl<T: Copy> Stitcher<T> {
@@ -193,12 +195,12 @@ impl<T: Copy> Stitcher<T> {
         Stitcher {
             total_len,
             rule,
-            runs: Vec::new(),
-            islands: Vec::new(),
+            runs: SmallVec::new(),
+            islands: SmallVec::new(),
             invalid_at: None,
             min_span: 0,
-            deferred: Vec::new(),
-            gaps: Vec::new(),
+            deferred: SmallVec::new(),
+            gaps: SmallVec::new(),
         }
     }
 
@@ -376,7 +378,7 @@ impl<T: Copy> Stitcher<T> {
             };
             // Cuts found earlier in this gap by a span that waited.
             let (mut c0, mut c1) = (c0, c1);
-            self.deferred.retain(|&(d0, d1)| {
+            self.deferred.retain(|&mut (d0, d1)| {
                 let inside = g0 <= d0 && d1 <= g1;
                 if inside {
                     c0 = Some(c0.map_or(d0, |c| c.min(d0)));
