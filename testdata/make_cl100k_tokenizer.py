@@ -8,7 +8,9 @@ the text corpora in testdata/text.
     /tmp/tokvenv/bin/python testdata/make_cl100k_tokenizer.py
 
 Writes testdata/tokenizers/cl100k_base/tokenizer.json.gz (gzip: the tests
-read it with flate2, no Python needed).
+read it with flate2, no Python needed) and tiktoken's own ids of every
+corpus, testdata/golden/cl100k_tiktoken_ids.json.gz, which the Rust tests
+compare the `tokenizers` crate and the stitcher against.
 """
 
 import gzip
@@ -23,6 +25,7 @@ from tokenizers import AddedToken
 
 HERE = pathlib.Path(__file__).resolve().parent
 OUT = HERE / "tokenizers" / "cl100k_base" / "tokenizer.json.gz"
+GOLDEN = HERE / "golden" / "cl100k_tiktoken_ids.json.gz"
 
 # The GPT-4 split regex in the spelling HuggingFace tokenizer.json files use
 # (the `tokenizers` crate recognizes it without a regex engine). tiktoken's
@@ -102,6 +105,7 @@ def main():
         special_tokens=spec["special_tokens"],
     )
     checked = 0
+    golden = {}
     for path in sorted((HERE / "text").iterdir()):
         text = path.read_text(encoding="utf-8")
         want = enc.encode(text, disallowed_special=())
@@ -110,11 +114,14 @@ def main():
             first = next(i for i, (g, w) in enumerate(zip(got, want)) if g != w) if got[: len(want)] != want[: len(got)] else min(len(got), len(want))
             sys.exit(f"{path.name}: ids differ from tiktoken at token {first}")
         checked += len(want)
+        golden[path.name] = want
         print(f"{path.name}: {len(want)} tokens identical to tiktoken")
     OUT.parent.mkdir(parents=True, exist_ok=True)
     data = tok.to_str().encode("utf-8")
     OUT.write_bytes(gzip.compress(data, 9, mtime=0))
     print(f"wrote {OUT} ({len(data)} bytes, {checked} tokens checked)")
+    GOLDEN.write_bytes(gzip.compress(json.dumps(golden, sort_keys=True).encode(), 9, mtime=0))
+    print(f"wrote {GOLDEN}")
 
 
 if __name__ == "__main__":

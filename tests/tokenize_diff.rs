@@ -307,3 +307,28 @@ fn bad_input_is_a_typed_error() {
         Err(StitchError::OutOfRange { .. })
     ));
 }
+
+/// The converted cl100k_base gives tiktoken's own ids (recorded by
+/// testdata/make_cl100k_tokenizer.py from tiktoken), whole and streamed.
+#[test]
+fn cl100k_ids_equal_tiktoken_on_every_corpus() {
+    let gz = std::fs::read(testdata("golden/cl100k_tiktoken_ids.json.gz")).unwrap();
+    let golden: std::collections::BTreeMap<String, Vec<u32>> =
+        serde_json::from_reader(flate2::read::GzDecoder::new(&gz[..])).unwrap();
+    let p = plan(
+        &cl100k_json(),
+        SpanTokenizer::Fastest,
+        1 << 20,
+        Padding::None,
+    );
+    let mut rng = fastrand::Rng::with_seed(8);
+    let corpora = corpora();
+    assert_eq!(golden.len(), corpora.len(), "golden ids for every corpus");
+    for (name, text) in corpora {
+        let want = &golden[&name];
+        assert_eq!(&p.encode(&text).unwrap().ids, want, "{name}: crate");
+        let parts = chunks(text.len(), 1400, 64, &mut rng);
+        let got = stream_ids(&p, text.as_bytes(), &parts).unwrap();
+        assert_eq!(&got.ids, want, "{name}: streamed");
+    }
+}

@@ -533,6 +533,21 @@ mod tests {
     }
 
     #[test]
+    fn without_a_cut_rule_the_whole_text_is_tokenized_at_the_end() {
+        let text = "no rule means one span, whatever the chunks";
+        let b = text.as_bytes();
+        let mut s = Stitcher::new(b.len(), CutRule::Never);
+        for (a, e) in [(20, b.len()), (0, 10)] {
+            s.add(a, &b[a..e], &mut words).unwrap();
+            assert_eq!(s.tokenized_bytes(), 0);
+        }
+        // The chunk that completes the text: its ends are cuts.
+        s.add(8, &b[8..22], &mut words).unwrap();
+        assert_eq!(s.tokenized_bytes(), b.len());
+        assert_eq!(s.finish(&mut words).unwrap(), whole(text));
+    }
+
+    #[test]
     fn islands_from_both_sides_join() {
         let text = "one two three four five six seven eight nine ten";
         let b = text.as_bytes();
