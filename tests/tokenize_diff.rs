@@ -332,3 +332,44 @@ fn cl100k_ids_equal_tiktoken_on_every_corpus() {
         assert_eq!(&got.ids, want, "{name}: streamed");
     }
 }
+
+/// Every BertNormalizer option combination (the fast path implements them
+/// all), on the MiniLM vocabulary: the fast path, whole and streamed,
+/// equals the crate with the same tokenizer.json.
+#[test]
+fn fast_wordpiece_matches_the_crate_for_every_normalizer_option() {
+    let base: serde_json::Value = serde_json::from_str(&minilm_json()).unwrap();
+    let corpora = corpora();
+    let mut rng = fastrand::Rng::with_seed(9);
+    let mut variants = 0;
+    for clean_text in [true, false] {
+        for handle_chinese_chars in [true, false] {
+            for strip_accents in [None, Some(true), Some(false)] {
+                for lowercase in [true, false] {
+                    let mut json = base.clone();
+                    json["normalizer"] = serde_json::json!({
+                        "type": "BertNormalizer",
+                        "clean_text": clean_text,
+                        "handle_chinese_chars": handle_chinese_chars,
+                        "strip_accents": strip_accents,
+                        "lowercase": lowercase,
+                    });
+                    let json = json.to_string();
+                    let p = plan(&json, SpanTokenizer::Fastest, 1 << 20, Padding::None);
+                    assert!(p.uses_fast_wordpiece());
+                    let label = format!("clean {clean_text} chinese {handle_chinese_chars} strip {strip_accents:?} lower {lowercase}");
+                    for (name, text) in &corpora {
+                        let want = p.encode(text).unwrap();
+                        let got = p.encode_spans(text, &mut SpanScratch::default()).unwrap();
+                        assert_eq!(got, want, "{name} {label}");
+                        let parts = chunks(text.len(), 700, 16, &mut rng);
+                        let streamed = stream_ids(&p, text.as_bytes(), &parts).unwrap();
+                        assert_eq!(streamed, want, "{name} {label} streamed");
+                    }
+                    variants += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(variants, 24);
+}

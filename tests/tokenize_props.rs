@@ -41,6 +41,35 @@ fn minilm() -> &'static Arc<TextPlan> {
     })
 }
 
+/// MiniLM with each of the 24 BertNormalizer option combinations.
+fn minilm_variants() -> &'static Vec<Arc<TextPlan>> {
+    static P: OnceLock<Vec<Arc<TextPlan>>> = OnceLock::new();
+    P.get_or_init(|| {
+        let json = std::fs::read_to_string(testdata("tokenizers/all-MiniLM-L6-v2/tokenizer.json"))
+            .unwrap();
+        let base: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let mut plans = Vec::new();
+        for clean_text in [true, false] {
+            for handle_chinese_chars in [true, false] {
+                for strip_accents in [None, Some(true), Some(false)] {
+                    for lowercase in [true, false] {
+                        let mut v = base.clone();
+                        v["normalizer"] = serde_json::json!({
+                            "type": "BertNormalizer",
+                            "clean_text": clean_text,
+                            "handle_chinese_chars": handle_chinese_chars,
+                            "strip_accents": strip_accents,
+                            "lowercase": lowercase,
+                        });
+                        plans.push(plan_of(&v.to_string(), 1 << 16));
+                    }
+                }
+            }
+        }
+        plans
+    })
+}
+
 fn cl100k() -> &'static Arc<TextPlan> {
     static P: OnceLock<Arc<TextPlan>> = OnceLock::new();
     P.get_or_init(|| {
@@ -135,6 +164,16 @@ proptest! {
         let want = plan.encode(&t).unwrap();
         let got = plan.encode_spans(&t, &mut SpanScratch::default()).unwrap();
         prop_assert_eq!(got, want);
+    }
+
+    #[test]
+    fn any_normalizer_options_equal_the_crate(t in text(), variant in 0usize..24, max_chunk in 1usize..64, overlap in 0usize..16, seed in any::<u64>()) {
+        let plan = &minilm_variants()[variant];
+        prop_assert!(plan.uses_fast_wordpiece());
+        let want = plan.encode(&t).unwrap();
+        prop_assert_eq!(&plan.encode_spans(&t, &mut SpanScratch::default()).unwrap(), &want);
+        let parts = chunking(t.len(), max_chunk, overlap, seed);
+        prop_assert_eq!(streamed(plan, &t, &parts, 0), want);
     }
 
     #[test]
