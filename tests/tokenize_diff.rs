@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use tensorwire::transform::stitch::{CutRule, StitchError};
 use tensorwire::transform::text::{
-    Padding, SpanScratch, SpanTokenizer, TextOutput, TextPlan, CRATE_MIN_SPAN,
+    cut_rule_of, Padding, SpanScratch, SpanTokenizer, TextOutput, TextPlan, CRATE_MIN_SPAN,
 };
 use tensorwire::transform::DType;
 
@@ -372,4 +372,43 @@ fn fast_wordpiece_matches_the_crate_for_every_normalizer_option() {
         }
     }
     assert_eq!(variants, 24);
+}
+
+/// The GPT-2 split (ByteLevel with its own regex) also gets
+/// BeforeSpaceLetter cuts: cl100k's vocabulary behind a GPT-2 pre-tokenizer
+/// streams to the crate's ids on every corpus.
+#[test]
+fn gpt2_byte_level_pre_tokenizer_streams_exactly() {
+    let mut json: serde_json::Value = serde_json::from_str(&cl100k_json()).unwrap();
+    json["pre_tokenizer"] = serde_json::json!({
+        "type": "ByteLevel",
+        "add_prefix_space": false,
+        "trim_offsets": true,
+        "use_regex": true,
+    });
+    let p = plan(
+        &json.to_string(),
+        SpanTokenizer::Fastest,
+        1 << 20,
+        Padding::None,
+    );
+    assert_eq!(p.cut_rule(), CutRule::BeforeSpaceLetter);
+    let mut rng = fastrand::Rng::with_seed(10);
+    for (name, text) in corpora() {
+        let want = p.encode(&text).unwrap();
+        for (max_chunk, overlap) in [(1400, 64), (61, 0)] {
+            let parts = chunks(text.len(), max_chunk, overlap, &mut rng);
+            for min_span in [0, 4096] {
+                let mut s = p.stream_with_min_span(text.len(), min_span);
+                for &(a, b) in &parts {
+                    s.add(a, &text.as_bytes()[a..b]).unwrap();
+                }
+                assert_eq!(s.finish().unwrap(), want, "{name} {max_chunk} {min_span}");
+            }
+        }
+    }
+    // With a prefix space added to every span, no cut is exact (the
+    // crate rejects that config anyway).
+    json["pre_tokenizer"]["add_prefix_space"] = serde_json::Value::Bool(true);
+    assert_eq!(cut_rule_of(&json.to_string()), CutRule::Never);
 }
