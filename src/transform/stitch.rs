@@ -89,6 +89,10 @@ impl CutRule {
 
 use smallvec::SmallVec;
 
+/// Bytes (and tokens x4) reserved up front for a text's first run and
+/// island: most texts fit, and a large claimed total_len costs at most this.
+const PREALLOCATE: usize = 64 * 1024;
+
 /// How far from a position [`CutRule::is_cut`] looks (a UTF-8 char).
 const CUT_CONTEXT: usize = 4;
 
@@ -122,10 +126,12 @@ struct Run {
 }
 
 impl Run {
-    fn new(start: usize, bytes: &[u8]) -> Run {
+    fn new(start: usize, bytes: &[u8], capacity: usize) -> Run {
+        let mut buf = Vec::with_capacity(capacity.max(bytes.len()));
+        buf.extend_from_slice(bytes);
         Run {
             start,
-            buf: bytes.to_vec(),
+            buf,
             head: 0,
         }
     }
@@ -281,7 +287,15 @@ impl<T: Copy> Stitcher<T> {
             }
         }
         if first == last {
-            self.runs.insert(first, Run::new(offset, chunk));
+            // Room for the rest of the text when the run starts it (the
+            // in-order case), capped so that a claimed total_len costs
+            // nothing before its bytes arrive.
+            let capacity = if offset == 0 {
+                self.total_len.min(PREALLOCATE)
+            } else {
+                0
+            };
+            self.runs.insert(first, Run::new(offset, chunk, capacity));
             return Ok(first);
         }
         // Runs first+1..last are folded into run `first`.
@@ -417,7 +431,12 @@ impl<T: Copy> Stitcher<T> {
                     self.islands[k].end = right.end;
                 }
             } else {
-                let mut ids = Vec::with_capacity(text.len() / 3);
+                let expected = if c0 == 0 {
+                    self.total_len.min(PREALLOCATE) / 4
+                } else {
+                    text.len() / 4
+                };
+                let mut ids = Vec::with_capacity(expected.max(text.len() / 4));
                 tokenize(text, &mut ids).map_err(StitchError::Tokenizer)?;
                 self.insert_island(c0, c1, ids);
             }
