@@ -223,3 +223,59 @@ fn describe_over_the_wire_and_ipv6() {
         .unwrap();
     assert_eq!(r.tensors().unwrap()[0].shape, vec![1, 3, 224, 224]);
 }
+
+/// A byte-level BPE pipeline (cl100k_base, through the `tokenizers` crate
+/// and the stitcher) over the wire: ids equal the crate on the whole text.
+#[test]
+fn byte_level_bpe_text_pipeline_over_the_wire() {
+    use std::io::Read;
+    let gz = std::fs::read(testdata("tokenizers/cl100k_base/tokenizer.json.gz")).unwrap();
+    let mut json = String::new();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_string(&mut json)
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("tw-e2e-cl100k-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tokenizer.json");
+    std::fs::write(&path, json).unwrap();
+    let mut cfg = Config::builtin();
+    let mut p = cfg.pipelines[1].clone();
+    p.id = 3;
+    p.name = "cl100k".into();
+    let text_cfg = p.text.as_mut().unwrap();
+    text_cfg.tokenizer = path.to_string_lossy().into_owned();
+    text_cfg.tokenizer_name = Some("cl100k_base".into());
+    text_cfg.max_length = 100_000;
+    cfg.pipelines.push(p);
+    let pipelines = Pipelines::build(&cfg).unwrap();
+    let proxy = RunningProxy::spawn(cfg, "127.0.0.1:0".parse().unwrap()).unwrap();
+    assert_eq!(pipelines.get(2).id, 3);
+    let Plan::Text(plan) = &pipelines.get(2).plan else {
+        panic!()
+    };
+    assert_eq!(
+        plan.cut_rule(),
+        tensorwire::transform::stitch::CutRule::BeforeSpaceLetter
+    );
+    let mut c = Client::connect(proxy.addr).unwrap();
+    for (i, name) in ["gpl-3.0.txt", "utf8-demo.txt", "fastrand-lib.rs"]
+        .iter()
+        .enumerate()
+    {
+        let body = std::fs::read(testdata(&format!("text/{name}"))).unwrap();
+        let want =
+            reference::whole_text_tensors(plan, std::str::from_utf8(&body).unwrap()).unwrap();
+        for overlap in [0, 64, 300] {
+            let faults = Faults {
+                reorder: true,
+                dup: 0.2,
+                seed: i as u64 * 10 + overlap as u64,
+                ..Faults::default()
+            };
+            let reply = c.send_text(3, &body, overlap, 1472, &faults).unwrap();
+            assert_eq!(reply.tensors().unwrap(), want, "{name} overlap {overlap}");
+        }
+    }
+    drop(proxy);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -5,7 +5,7 @@ use crate::config::{Config, PipelineConfig, PipelineKind};
 use crate::transform::image::ImagePlan;
 use crate::transform::normalize::NormalizePlan;
 use crate::transform::resize::Resampling;
-use crate::transform::text::{load_tokenizer, TextPlan};
+use crate::transform::text::{SpanTokenizer, TextPlan};
 use crate::wire::{Kind, PixelFormat};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -71,15 +71,16 @@ impl Pipeline {
             PipelineKind::Text => {
                 let c = cfg.text.as_ref().expect("validated");
                 let json = c.tokenizer_json(base_dir).map_err(err)?;
-                let tok = load_tokenizer(&json).map_err(|e| err(e.to_string()))?;
-                let plan = TextPlan::new(
-                    tok,
+                let plan = TextPlan::from_json(
+                    &json,
+                    SpanTokenizer::Fastest,
                     c.max_length,
                     c.truncation,
                     c.padding,
                     c.outputs.clone(),
                     c.dtype,
-                );
+                )
+                .map_err(|e| err(e.to_string()))?;
                 (Plan::Text(Arc::new(plan)), Vec::new())
             }
         };

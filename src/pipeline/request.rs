@@ -7,8 +7,9 @@ use super::{Pipeline, Plan};
 use crate::reassembly::{Assembly, Coverage, Fragment, Reject};
 use crate::transform::image::ImagePlan;
 use crate::transform::resize::{ResizePlan, SourceView};
+use crate::transform::stitch::StitchError;
 use crate::transform::stream::RowStream;
-use crate::transform::text::TextPlan;
+use crate::transform::text::{TextPlan, TextStream};
 use crate::transform::Tensor;
 use crate::wire::{ImageRepr, Kind, PixelFormat};
 use std::collections::HashMap;
@@ -77,40 +78,22 @@ pub struct TileAssembly {
     scratch: Vec<i32>,
 }
 
-/// TEXT_CHUNK: chunks kept as received, in an arena that grows with the
-/// bytes that arrive (never with total_len's claim); checked and joined
-/// once all are in (the streaming tokenizer will replace this).
+/// TEXT_CHUNK: tokenized while the chunks arrive (the stitcher keeps the
+/// received bytes to check overlaps, and the ids of the spans already
+/// final).
 #[derive(Debug)]
 pub struct TextAssembly {
     plan: Arc<TextPlan>,
     total_len: u32,
-    /// (offset in the text, start in `data`, length)
-    parts: Vec<(u32, usize, usize)>,
-    data: Vec<u8>,
+    stream: TextStream,
 }
 
-impl TextAssembly {
-    fn join(&self) -> Result<Vec<u8>, Reject> {
-        let n = self.total_len as usize;
-        let mut buf = vec![0u8; n];
-        let mut cover = Coverage::new(n, 1);
-        for &(offset, start, len) in &self.parts {
-            for (i, &b) in self.data[start..start + len].iter().enumerate() {
-                let at = offset as usize + i;
-                if !cover.mark_one(at) && buf[at] != b {
-                    return Err(Reject::malformed(format!(
-                        "overlapping chunks disagree at byte {at}"
-                    )));
-                }
-                buf[at] = b;
-            }
-        }
-        if !cover.complete() {
-            return Err(Reject::malformed(
-                "chunks leave bytes of the text uncovered",
-            ));
-        }
-        Ok(buf)
+fn stitch_reject(e: StitchError) -> Reject {
+    match e {
+        StitchError::OverlapMismatch(_)
+        | StitchError::OutOfRange { .. }
+        | StitchError::Uncovered => Reject::malformed(e.to_string()),
+        StitchError::InvalidUtf8(_) | StitchError::Tokenizer(_) => Reject::invalid(e.to_string()),
     }
 }
 
@@ -175,8 +158,7 @@ impl RequestState {
                 state: State::Text(TextAssembly {
                     plan: plan.clone(),
                     total_len: repr.total_len,
-                    parts: Vec::new(),
-                    data: Vec::new(),
+                    stream: plan.stream(repr.total_len as usize),
                 }),
             }),
             _ => Err(Reject {
@@ -203,12 +185,8 @@ impl RequestState {
                 Ok(vec![image_tensor(&t.image, self.tensor_name, t.tensor)])
             }
             State::Text(t) => {
-                let buf = t.join()?;
-                let s = std::str::from_utf8(&buf)
-                    .map_err(|e| Reject::invalid(format!("text is not valid UTF-8: {e}")))?;
-                t.plan
-                    .tensors(s)
-                    .map_err(|e| Reject::invalid(format!("tokenizer: {e}")))
+                let encoded = t.stream.finish().map_err(stitch_reject)?;
+                Ok(t.plan.tensors_of(&encoded))
             }
         }
     }
@@ -267,9 +245,9 @@ impl Assembly for RequestState {
                 if repr.total_len != t.total_len {
                     return Err(Reject::malformed("total_len differs between fragments"));
                 }
-                t.parts.push((repr.offset, t.data.len(), bytes.len()));
-                t.data.extend_from_slice(bytes);
-                Ok(())
+                t.stream
+                    .add(repr.offset as usize, bytes)
+                    .map_err(stitch_reject)
             }
             _ => Err(Reject::malformed("kind differs between fragments")),
         }
@@ -284,7 +262,7 @@ impl Assembly for RequestState {
                     + t.resized.capacity()
                     + t.scratch.capacity() * 4
             }
-            State::Text(t) => t.data.capacity() + t.parts.capacity() * 24,
+            State::Text(t) => t.stream.held_bytes(),
         }
     }
 }

@@ -9,8 +9,10 @@ pub mod lut;
 pub mod normalize;
 pub mod reference;
 pub mod resize;
+pub mod stitch;
 pub mod stream;
 pub mod tensor;
 pub mod text;
+pub mod wordpiece;
 
 pub use tensor::{DType, Tensor};
