@@ -1,32 +1,15 @@
 //! The built-in `echo` upstream: answers with the tensors that would have
 //! gone upstream, as a KServe v2 binary-extension response.
 
+use super::kserve::{binary_body, tensor_descriptors};
 use crate::transform::Tensor;
 use serde_json::json;
 
 /// A KServe v2 binary-extension body: JSON header, then each tensor's
 /// bytes in the order of `outputs`. Returns (body, header_len).
 pub fn kserve_binary_response(model_name: &str, tensors: &[Tensor]) -> (Vec<u8>, usize) {
-    let outputs: Vec<_> = tensors
-        .iter()
-        .map(|t| {
-            json!({
-                "name": t.name,
-                "datatype": t.dtype.name(),
-                "shape": t.shape,
-                "parameters": {"binary_data_size": t.data.len()},
-            })
-        })
-        .collect();
-    let header = serde_json::to_vec(&json!({"model_name": model_name, "outputs": outputs}))
-        .expect("JSON of plain values");
-    let total = header.len() + tensors.iter().map(|t| t.data.len()).sum::<usize>();
-    let mut body = Vec::with_capacity(total);
-    body.extend_from_slice(&header);
-    for t in tensors {
-        body.extend_from_slice(&t.data);
-    }
-    (body, header.len())
+    let header = json!({"model_name": model_name, "outputs": tensor_descriptors(tensors)});
+    binary_body(&header, tensors)
 }
 
 /// Error reading a KServe v2 binary response.

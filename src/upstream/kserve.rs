@@ -31,19 +31,8 @@ pub fn ready_paths(base_path: &str, model: &str, version: &str) -> [String; 2] {
 /// bytes. Returns (body, header length) — the header length goes in
 /// `Inference-Header-Content-Length`.
 pub fn infer_body(tensors: &[Tensor], outputs: &[String]) -> (Vec<u8>, usize) {
-    let inputs: Vec<_> = tensors
-        .iter()
-        .map(|t| {
-            json!({
-                "name": t.name,
-                "shape": t.shape,
-                "datatype": t.dtype.name(),
-                "parameters": {"binary_data_size": t.data.len()},
-            })
-        })
-        .collect();
     let mut header = json!({
-        "inputs": inputs,
+        "inputs": tensor_descriptors(tensors),
         // Triton reads `binary_data` per output; KServe's Python server
         // reads `binary_data_output` on the request: ask both ways.
         "parameters": {"binary_data_output": true},
@@ -54,7 +43,29 @@ pub fn infer_body(tensors: &[Tensor], outputs: &[String]) -> (Vec<u8>, usize) {
             .map(|o| json!({"name": o, "parameters": {"binary_data": true}}))
             .collect();
     }
-    let header = serde_json::to_vec(&header).expect("JSON of plain values");
+    binary_body(&header, tensors)
+}
+
+/// The binary extension's description of each tensor: name, shape,
+/// datatype and `binary_data_size` (the bytes follow the JSON header).
+pub fn tensor_descriptors(tensors: &[Tensor]) -> Vec<serde_json::Value> {
+    tensors
+        .iter()
+        .map(|t| {
+            json!({
+                "name": t.name,
+                "shape": t.shape,
+                "datatype": t.dtype.name(),
+                "parameters": {"binary_data_size": t.data.len()},
+            })
+        })
+        .collect()
+}
+
+/// A binary-extension body (request or response): the JSON header, then
+/// each tensor's bytes in order. Returns (body, header length).
+pub fn binary_body(header: &serde_json::Value, tensors: &[Tensor]) -> (Vec<u8>, usize) {
+    let header = serde_json::to_vec(header).expect("JSON of plain values");
     let total = header.len() + tensors.iter().map(|t| t.data.len()).sum::<usize>();
     let mut body = Vec::with_capacity(total);
     body.extend_from_slice(&header);
