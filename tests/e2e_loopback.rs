@@ -118,6 +118,32 @@ fn pipeline_output_is_close_to_the_image_crate() {
     }
 }
 
+/// Sends testdata text `name` to `pipeline` with overlaps 0, 64 and 300,
+/// reordered and 20% duplicated, and checks every answer against the
+/// tokenizers crate on the whole text; returns (text bytes, tensors).
+fn assert_text_over_overlaps(
+    c: &mut Client,
+    pipeline: u16,
+    plan: &tensorwire::transform::text::TextPlan,
+    name: &str,
+) -> (Vec<u8>, Vec<tensorwire::transform::Tensor>) {
+    let body = std::fs::read(testdata(&format!("text/{name}"))).unwrap();
+    let want = reference::whole_text_tensors(plan, std::str::from_utf8(&body).unwrap()).unwrap();
+    for overlap in [0, 64, 300] {
+        let faults = Faults {
+            reorder: true,
+            dup: 0.2,
+            seed: name.len() as u64 * 10 + overlap as u64,
+            ..Faults::default()
+        };
+        let reply = c
+            .send_text(pipeline, &body, overlap, 1472, &faults)
+            .unwrap();
+        assert_eq!(reply.tensors().unwrap(), want, "{name} overlap {overlap}");
+    }
+    (body, want)
+}
+
 #[test]
 fn texts_with_overlaps_and_faults() {
     let (proxy, pipelines) = start();
@@ -125,20 +151,8 @@ fn texts_with_overlaps_and_faults() {
         panic!()
     };
     let mut c = Client::connect(proxy.addr).unwrap();
-    for (i, name) in TEXTS.iter().enumerate() {
-        let body = std::fs::read(testdata(&format!("text/{name}"))).unwrap();
-        let want =
-            reference::whole_text_tensors(plan, std::str::from_utf8(&body).unwrap()).unwrap();
-        for overlap in [0, 64, 300] {
-            let faults = Faults {
-                reorder: true,
-                dup: 0.2,
-                seed: i as u64 * 10 + overlap as u64,
-                ..Faults::default()
-            };
-            let reply = c.send_text(2, &body, overlap, 1472, &faults).unwrap();
-            assert_eq!(reply.tensors().unwrap(), want, "{name} overlap {overlap}");
-        }
+    for name in TEXTS {
+        let (body, want) = assert_text_over_overlaps(&mut c, 2, plan, name);
         // Small datagrams: many chunks, cuts inside UTF-8 sequences.
         let reply = c
             .send_text(
@@ -258,23 +272,8 @@ fn byte_level_bpe_text_pipeline_over_the_wire() {
         tensorwire::transform::stitch::CutRule::BeforeSpaceLetter
     );
     let mut c = Client::connect(proxy.addr).unwrap();
-    for (i, name) in ["gpl-3.0.txt", "utf8-demo.txt", "fastrand-lib.rs"]
-        .iter()
-        .enumerate()
-    {
-        let body = std::fs::read(testdata(&format!("text/{name}"))).unwrap();
-        let want =
-            reference::whole_text_tensors(plan, std::str::from_utf8(&body).unwrap()).unwrap();
-        for overlap in [0, 64, 300] {
-            let faults = Faults {
-                reorder: true,
-                dup: 0.2,
-                seed: i as u64 * 10 + overlap as u64,
-                ..Faults::default()
-            };
-            let reply = c.send_text(3, &body, overlap, 1472, &faults).unwrap();
-            assert_eq!(reply.tensors().unwrap(), want, "{name} overlap {overlap}");
-        }
+    for name in ["gpl-3.0.txt", "utf8-demo.txt", "fastrand-lib.rs"] {
+        assert_text_over_overlaps(&mut c, 3, plan, name);
     }
     drop(proxy);
     std::fs::remove_dir_all(&dir).unwrap();
