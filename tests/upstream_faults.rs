@@ -83,6 +83,18 @@ fn error(r: Reply) -> (ErrorCode, String) {
     }
 }
 
+/// The fake server's JSON answer, relayed as content_type 1.
+fn assert_fake_answer(r: Reply) {
+    match r {
+        Reply::Response {
+            content_type: 1,
+            body,
+            ..
+        } => assert_eq!(body, br#"{"model_name":"m","outputs":[]}"#),
+        other => panic!("{other:?}"),
+    }
+}
+
 /// Nothing left in flight anywhere, all connections closed at stop.
 fn assert_drained(stats: &Stats) -> &UpstreamStats {
     assert_eq!(stats.requests_in_flight, 0, "{stats:?}");
@@ -268,14 +280,7 @@ fn server_closing_kept_alive_connections_is_survived() {
     let s = FakeServer::start(Fault::AnswerThenClose);
     let (proxy, mut c) = start(config(&s.url(), ""));
     for _ in 0..5 {
-        match send(&mut c, 2) {
-            Reply::Response {
-                content_type: 1,
-                body,
-                ..
-            } => assert_eq!(body, br#"{"model_name":"m","outputs":[]}"#),
-            other => panic!("{other:?}"),
-        }
+        assert_fake_answer(send(&mut c, 2));
     }
     let (stats, _) = proxy.stop().unwrap();
     let u = assert_drained(&stats);
@@ -290,14 +295,7 @@ fn chunked_answers_on_a_kept_alive_connection() {
     let s = FakeServer::start(Fault::Chunked);
     let (proxy, mut c) = start(config(&s.url(), ""));
     for _ in 0..3 {
-        match send(&mut c, 2) {
-            Reply::Response {
-                content_type: 1,
-                body,
-                ..
-            } => assert_eq!(body, br#"{"model_name":"m","outputs":[]}"#),
-            other => panic!("{other:?}"),
-        }
+        assert_fake_answer(send(&mut c, 2));
     }
     let (stats, _) = proxy.stop().unwrap();
     let u = assert_drained(&stats);
