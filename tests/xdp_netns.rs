@@ -93,24 +93,30 @@ fn testdata(p: &str) -> std::path::PathBuf {
 /// Starts an XDP proxy in the proxy namespace; returns a stop handle
 /// that yields (per-worker stats, program counters).
 #[allow(clippy::type_complexity)]
+type ProxyThread = std::thread::JoinHandle<(
+    Vec<(
+        tensorwire::proxy::Stats,
+        tensorwire::ingress::xdp::worker::XdpWorkerStats,
+    )>,
+    tensorwire::ingress::xdp::loader::XdpCounters,
+)>;
+
+/// The built-in configuration over AF_XDP, with a source allowlist.
 fn start_proxy(
     net: &Netns,
     queues: u32,
     allowlist: Vec<String>,
-) -> (
-    mpsc::Sender<()>,
-    std::thread::JoinHandle<(
-        Vec<(
-            tensorwire::proxy::Stats,
-            tensorwire::ingress::xdp::worker::XdpWorkerStats,
-        )>,
-        tensorwire::ingress::xdp::loader::XdpCounters,
-    )>,
-) {
+) -> (mpsc::Sender<()>, ProxyThread) {
     let mut cfg = Config::builtin();
+    cfg.ingress.xdp.allowlist = allowlist;
+    start_proxy_with(net, cfg, queues)
+}
+
+/// `cfg` served over AF_XDP on the proxy's veth end (small UMEM: several
+/// tests run at once); returns the stop signal and the proxy's thread.
+fn start_proxy_with(net: &Netns, mut cfg: Config, queues: u32) -> (mpsc::Sender<()>, ProxyThread) {
     cfg.ingress.interface = net.proxy_if.clone();
     cfg.ingress.listen = "0.0.0.0:7878".parse().unwrap();
-    cfg.ingress.xdp.allowlist = allowlist;
     cfg.ingress.xdp.frames = 4096;
     cfg.ingress.xdp.ring_size = 1024;
     let (ready_tx, ready_rx) = mpsc::channel();
@@ -403,26 +409,13 @@ fn kserve_upstream_over_af_xdp() {
         .join()
         .unwrap();
     let url = server.url();
-    let ifname = net.proxy_if.clone();
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let (stop_tx, stop_rx) = mpsc::channel::<()>();
-    let proxy = Netns::run_in(&net.proxy_ns, move || {
-        let text = tensorwire::config::DEFAULT_CONFIG
-            .replace("upstream = \"echo\"", "upstream = \"triton\"")
-            + &format!(
-                "\n[upstreams.triton]\nkind = \"kserve\"\nurl = \"{url}\"\nmodel = \"identity\"\n"
-            );
-        let mut cfg = Config::from_toml(&text).unwrap();
-        cfg.ingress.interface = ifname;
-        cfg.ingress.listen = "0.0.0.0:7878".parse().unwrap();
-        cfg.ingress.xdp.frames = 4096;
-        cfg.ingress.xdp.ring_size = 1024;
-        let p = XdpProxy::start(&cfg, 1).expect("start XDP proxy");
-        ready_tx.send(()).unwrap();
-        stop_rx.recv().ok();
-        p.stop().unwrap()
-    });
-    ready_rx.recv().expect("proxy started");
+    let text = tensorwire::config::DEFAULT_CONFIG
+        .replace("upstream = \"echo\"", "upstream = \"triton\"")
+        + &format!(
+            "\n[upstreams.triton]\nkind = \"kserve\"\nurl = \"{url}\"\nmodel = \"identity\"\n"
+        );
+    // Started in the proxy namespace, where the KServe server listens.
+    let (stop_tx, proxy) = start_proxy_with(&net, Config::from_toml(&text).unwrap(), 1);
     let server_addr: std::net::SocketAddr = format!("{}:7878", net.proxy_ip).parse().unwrap();
     let client = Netns::run_in(&net.client_ns, move || {
         let cfg = Config::builtin();
@@ -454,7 +447,7 @@ fn kserve_upstream_over_af_xdp() {
     });
     let result = client.join();
     stop_tx.send(()).unwrap();
-    let workers = proxy.join().unwrap();
+    let (workers, _) = proxy.join().unwrap();
     drop(server);
     result.expect("client checks");
     let s = &workers[0].0;
