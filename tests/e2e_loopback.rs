@@ -3,7 +3,6 @@
 //! injected by the client. Every answer must equal the transform computed
 //! here, or be INCOMPLETE when fragments were dropped.
 
-use std::path::Path;
 use std::time::Duration;
 use tensorwire::client::{load_image, Client, Faults, OutputGeometry, Reply};
 use tensorwire::config::Config;
@@ -25,11 +24,8 @@ const TEXTS: &[&str] = &[
     "minilm-model-card.md",
 ];
 
-fn testdata(p: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata")
-        .join(p)
-}
+mod support;
+use support::testdata;
 
 fn start() -> (RunningProxy, Pipelines) {
     let cfg = Config::builtin();
@@ -242,12 +238,7 @@ fn describe_over_the_wire_and_ipv6() {
 /// and the stitcher) over the wire: ids equal the crate on the whole text.
 #[test]
 fn byte_level_bpe_text_pipeline_over_the_wire() {
-    use std::io::Read;
-    let gz = std::fs::read(testdata("tokenizers/cl100k_base/tokenizer.json.gz")).unwrap();
-    let mut json = String::new();
-    flate2::read::GzDecoder::new(&gz[..])
-        .read_to_string(&mut json)
-        .unwrap();
+    let json = support::cl100k_json();
     let dir = std::env::temp_dir().join(format!("tw-e2e-cl100k-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("tokenizer.json");

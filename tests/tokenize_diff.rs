@@ -4,8 +4,6 @@
 //! (testdata/text, see testdata/SOURCES.md) and real tokenizers, with
 //! random chunk sizes, overlaps and arrival orders.
 
-use std::io::Read;
-use std::path::Path;
 use std::sync::Arc;
 use tensorwire::transform::stitch::{CutRule, StitchError};
 use tensorwire::transform::text::{
@@ -13,23 +11,11 @@ use tensorwire::transform::text::{
 };
 use tensorwire::transform::DType;
 
-fn testdata(rel: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata")
-        .join(rel)
-}
+mod support;
+use support::{cl100k_json, testdata};
 
 fn minilm_json() -> String {
     std::fs::read_to_string(testdata("tokenizers/all-MiniLM-L6-v2/tokenizer.json")).unwrap()
-}
-
-fn cl100k_json() -> String {
-    let gz = std::fs::read(testdata("tokenizers/cl100k_base/tokenizer.json.gz")).unwrap();
-    let mut json = String::new();
-    flate2::read::GzDecoder::new(&gz[..])
-        .read_to_string(&mut json)
-        .unwrap();
-    json
 }
 
 fn plan(json: &str, spans: SpanTokenizer, max_length: usize, padding: Padding) -> Arc<TextPlan> {

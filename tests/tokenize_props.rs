@@ -5,8 +5,6 @@
 //! arrival order.
 
 use proptest::prelude::*;
-use std::io::Read;
-use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use tensorwire::transform::text::{Padding, SpanScratch, SpanTokenizer, TextOutput, TextPlan};
 use tensorwire::transform::DType;
@@ -26,11 +24,8 @@ fn plan_of(json: &str, max_length: usize) -> Arc<TextPlan> {
     )
 }
 
-fn testdata(rel: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata")
-        .join(rel)
-}
+mod support;
+use support::testdata;
 
 fn minilm() -> &'static Arc<TextPlan> {
     static P: OnceLock<Arc<TextPlan>> = OnceLock::new();
@@ -72,14 +67,7 @@ fn minilm_variants() -> &'static Vec<Arc<TextPlan>> {
 
 fn cl100k() -> &'static Arc<TextPlan> {
     static P: OnceLock<Arc<TextPlan>> = OnceLock::new();
-    P.get_or_init(|| {
-        let gz = std::fs::read(testdata("tokenizers/cl100k_base/tokenizer.json.gz")).unwrap();
-        let mut json = String::new();
-        flate2::read::GzDecoder::new(&gz[..])
-            .read_to_string(&mut json)
-            .unwrap();
-        plan_of(&json, 1 << 16)
-    })
+    P.get_or_init(|| plan_of(&support::cl100k_json(), 1 << 16))
 }
 
 /// Characters from the classes that matter to normalizers and

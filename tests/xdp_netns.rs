@@ -1,6 +1,8 @@
 //! The XDP datapath in network namespaces (root only; skipped otherwise):
 //! a client namespace and a proxy namespace joined by a veth pair.
 
+mod support;
+
 use tensorwire::ingress::xdp::loader::SteeringProgram;
 use tensorwire::netns::Netns;
 
@@ -84,11 +86,7 @@ use tensorwire::pipeline::{Pipelines, Plan};
 use tensorwire::server::XdpProxy;
 use tensorwire::transform::reference;
 
-fn testdata(p: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata")
-        .join(p)
-}
+use support::testdata;
 
 /// Starts an XDP proxy in the proxy namespace; returns a stop handle
 /// that yields (per-worker stats, program counters).
@@ -391,8 +389,6 @@ fn live_frame_generator_feeds_every_bench_receiver() {
         }
     }
 }
-
-mod support;
 
 /// The AF_XDP worker waits on the upstream connections' epoll fd next to
 /// its XSK socket: the same identity round trip as over the UDP socket,

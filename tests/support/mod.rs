@@ -1,6 +1,7 @@
-//! Test helpers for upstream tests: the real KServe server (Python,
-//! started and killed by the test), the OpenAI schema server, and tiny
-//! fake HTTP servers that misbehave on purpose.
+//! Shared test helpers: test data paths and the cl100k tokenizer; for the
+//! upstream tests, the real KServe server (Python, started and killed by
+//! the test), the OpenAI schema server, and tiny fake HTTP servers that
+//! misbehave on purpose.
 
 #![allow(dead_code)]
 
@@ -14,6 +15,21 @@ use std::time::{Duration, Instant};
 
 pub fn repo(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
+}
+
+/// A file under testdata/.
+pub fn testdata(rel: &str) -> PathBuf {
+    repo("testdata").join(rel)
+}
+
+/// cl100k_base as a tokenizer.json (kept gzipped in testdata).
+pub fn cl100k_json() -> String {
+    let gz = std::fs::read(testdata("tokenizers/cl100k_base/tokenizer.json.gz")).unwrap();
+    let mut json = String::new();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_string(&mut json)
+        .unwrap();
+    json
 }
 
 /// The test virtualenv's interpreter: `TENSORWIRE_TEST_PYTHON`, else
