@@ -29,7 +29,7 @@ use support::testdata;
 
 fn start() -> (RunningProxy, Pipelines) {
     let cfg = Config::builtin();
-    let pipelines = Pipelines::build(&cfg).unwrap();
+    let pipelines = cfg.build_pipelines().unwrap();
     (
         RunningProxy::spawn(cfg, "127.0.0.1:0".parse().unwrap()).unwrap(),
         pipelines,
@@ -39,7 +39,7 @@ fn start() -> (RunningProxy, Pipelines) {
 #[test]
 fn images_rows_and_tiles_with_faults() {
     let (proxy, pipelines) = start();
-    let Plan::Image(plan) = &pipelines.get(0).plan else {
+    let Plan::Image(plan) = &pipelines.by_id(1).unwrap().plan else {
         panic!()
     };
     let mut c = Client::connect(proxy.addr).unwrap();
@@ -84,8 +84,8 @@ fn images_rows_and_tiles_with_faults() {
 #[test]
 fn pipeline_output_is_close_to_the_image_crate() {
     let cfg = Config::builtin();
-    let pipelines = Pipelines::build(&cfg).unwrap();
-    let Plan::Image(plan) = &pipelines.get(0).plan else {
+    let pipelines = cfg.build_pipelines().unwrap();
+    let Plan::Image(plan) = &pipelines.by_id(1).unwrap().plan else {
         panic!()
     };
     for name in IMAGES {
@@ -143,7 +143,7 @@ fn assert_text_over_overlaps(
 #[test]
 fn texts_with_overlaps_and_faults() {
     let (proxy, pipelines) = start();
-    let Plan::Text(plan) = &pipelines.get(1).plan else {
+    let Plan::Text(plan) = &pipelines.by_id(2).unwrap().plan else {
         panic!()
     };
     let mut c = Client::connect(proxy.addr).unwrap();
@@ -252,10 +252,9 @@ fn byte_level_bpe_text_pipeline_over_the_wire() {
     text_cfg.tokenizer_name = Some("cl100k_base".into());
     text_cfg.max_length = 100_000;
     cfg.pipelines.push(p);
-    let pipelines = Pipelines::build(&cfg).unwrap();
+    let pipelines = cfg.build_pipelines().unwrap();
     let proxy = RunningProxy::spawn(cfg, "127.0.0.1:0".parse().unwrap()).unwrap();
-    assert_eq!(pipelines.get(2).id, 3);
-    let Plan::Text(plan) = &pipelines.get(2).plan else {
+    let Plan::Text(plan) = &pipelines.by_id(3).unwrap().plan else {
         panic!()
     };
     assert_eq!(

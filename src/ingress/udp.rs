@@ -5,7 +5,6 @@
 //! against.
 
 use super::{DatagramHandler, ReplySink};
-use crate::config::IngressConfig;
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 use std::collections::VecDeque;
@@ -16,8 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const SOCKET: Token = Token(0);
-/// The handler's model-server epoll fd.
-const UPSTREAM: Token = Token(1);
+/// The handler's wake fd (its model-server connections).
+const WAKE: Token = Token(1);
 /// Longest a poll sleeps, so a shutdown request is seen promptly.
 const MAX_SLEEP: Duration = Duration::from_millis(50);
 
@@ -33,6 +32,19 @@ pub struct UdpStats {
     pub send_errors: u64,
 }
 
+/// Socket ingress settings (from `[ingress]` and `[limits]`).
+#[derive(Debug, Clone)]
+pub struct UdpSettings {
+    /// Datagrams per recvmmsg.
+    pub recv_batch: usize,
+    /// SO_RCVBUF / SO_SNDBUF (forced when privileged).
+    pub socket_buffer_bytes: usize,
+    /// Replies queued while the socket is full; more are dropped.
+    pub tx_queue_datagrams: usize,
+    /// Largest datagram accepted (a larger one is seen as cut).
+    pub max_datagram: usize,
+}
+
 /// A bound UDP ingress.
 pub struct UdpIngress {
     socket: UdpSocket,
@@ -45,16 +57,8 @@ pub struct UdpIngress {
 }
 
 impl UdpIngress {
-    /// Binds `cfg.listen` with the configured buffers.
-    pub fn bind(cfg: &IngressConfig, max_datagram: usize) -> io::Result<UdpIngress> {
-        Self::bind_addr(cfg.listen, cfg, max_datagram)
-    }
-
-    pub fn bind_addr(
-        addr: SocketAddr,
-        cfg: &IngressConfig,
-        max_datagram: usize,
-    ) -> io::Result<UdpIngress> {
+    /// Binds `addr` with the configured buffers.
+    pub fn bind(addr: SocketAddr, cfg: &UdpSettings) -> io::Result<UdpIngress> {
         let mut socket = UdpSocket::bind(addr)?;
         let fd = socket.as_raw_fd();
         super::set_buffer_size(
@@ -76,7 +80,7 @@ impl UdpIngress {
             socket,
             poll,
             // One spare byte per slot detects datagrams over max_datagram.
-            batch: RecvBatch::new(cfg.recv_batch, max_datagram + 1),
+            batch: RecvBatch::new(cfg.recv_batch, cfg.max_datagram + 1),
             queue: VecDeque::new(),
             queue_cap: cfg.tx_queue_datagrams,
             stats: UdpStats::default(),
@@ -102,11 +106,11 @@ impl UdpIngress {
     ) -> io::Result<()> {
         let mut events = Events::with_capacity(16);
         let mut writable_registered = false;
-        let upstream_fd = handler.upstream_fd();
-        if let Some(fd) = upstream_fd {
+        let wake_fd = handler.wake_fd();
+        if let Some(fd) = wake_fd {
             self.poll.registry().register(
                 &mut mio::unix::SourceFd(&fd),
-                UPSTREAM,
+                WAKE,
                 Interest::READABLE,
             )?;
         }
@@ -122,23 +126,23 @@ impl UdpIngress {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
-            let mut upstream_ready = false;
+            let mut woken = false;
             for ev in events.iter() {
-                if ev.token() == UPSTREAM {
-                    upstream_ready = true;
+                if ev.token() == WAKE {
+                    woken = true;
                 } else if ev.is_writable() {
                     self.flush_queue();
                 }
             }
             self.receive_all(handler)?;
-            if upstream_ready {
+            if woken {
                 let mut sink = Sink {
                     socket: &self.socket,
                     queue: &mut self.queue,
                     cap: self.queue_cap,
                     stats: &mut self.stats,
                 };
-                handler.on_upstream_ready(Instant::now(), &mut sink);
+                handler.on_wake(Instant::now(), &mut sink);
             }
             let now = Instant::now();
             if handler.next_deadline().is_some_and(|d| d <= now) {
@@ -170,7 +174,7 @@ impl UdpIngress {
                 }
             }
         }
-        if let Some(fd) = upstream_fd {
+        if let Some(fd) = wake_fd {
             let _ = self
                 .poll
                 .registry()
