@@ -35,7 +35,7 @@ $(VENV)/.installed: testdata/kserve/requirements.txt python/requirements-test.tx
 
 test: deps testenv
 	$(CARGO) test --all-targets
-	$(MAKE) pytest
+	$(MAKE) pytest wheel
 
 # The Python client's tests, against the release binary (python/tests).
 pytest: build testenv
