@@ -15,7 +15,8 @@ datagram (``ResizePlan::halo_rect``), and text chunks repeating the last
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+import functools
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -155,11 +156,14 @@ def _max_span(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return res
 
 
+@functools.lru_cache(maxsize=64)
 def tile_grid(in_w: int, in_h: int, channels: int, out_w: int, out_h: int, antialias: bool,
-              max_datagram: int) -> List[Tuple[Rect, Rect]]:
-    """The grid of (input rect, output rect) tiles with the fewest tiles whose
-    halo'd input fits one datagram; row-major. Same choice as the Rust
-    client's ``tile_grid``."""
+              max_datagram: int) -> np.ndarray:
+    """The grid of tiles with the fewest tiles whose halo'd input fits one
+    datagram, row-major, as a read-only int64 array of rows
+    ``[x, y, w, h, out_x, out_y, out_w, out_h]`` (input rectangle, output
+    rectangle). Same choice as the Rust client's ``tile_grid``; cached (a
+    video's frames share one grid)."""
     room = (max_datagram - HEADER_LEN - IMAGE_HEADER_LEN) // channels
     lx, hx = axis_windows(antialias, in_w, out_w)
     ly, hy = axis_windows(antialias, in_h, out_h)
@@ -175,27 +179,26 @@ def tile_grid(in_w: int, in_h: int, channels: int, out_w: int, out_h: int, antia
                 best = (nx, ny)
     if best is None:
         raise ValueError(f"no tiling of {in_w}x{in_h} -> {out_w}x{out_h} fits a "
-                         f"{max_datagram}-byte datagram")
+                         f"{max_datagram}-byte datagram (one output pixel's window is too large)")
     nx, ny = best
-    bx = np.arange(nx + 1) * out_w // nx
-    by = np.arange(ny + 1) * out_h // ny
-    tiles = []
-    for j in range(ny):
-        y0, y1 = int(by[j]), int(by[j + 1])
-        iy0, iy1 = int(ly[y0]), int(hy[y1 - 1])
-        for i in range(nx):
-            x0, x1 = int(bx[i]), int(bx[i + 1])
-            ix0, ix1 = int(lx[x0]), int(hx[x1 - 1])
-            tiles.append(((ix0, iy0, ix1 - ix0, iy1 - iy0), (x0, y0, x1 - x0, y1 - y0)))
-    return tiles
+    bx = np.arange(nx + 1, dtype=np.int64) * out_w // nx
+    by = np.arange(ny + 1, dtype=np.int64) * out_h // ny
+    x0, x1 = lx[bx[:-1]], hx[bx[1:] - 1]
+    y0, y1 = ly[by[:-1]], hy[by[1:] - 1]
+    t = np.stack([np.tile(x0, ny), np.repeat(y0, nx), np.tile(x1 - x0, ny), np.repeat(y1 - y0, nx),
+                  np.tile(bx[:-1], ny), np.repeat(by[:-1], nx), np.tile(np.diff(bx), ny),
+                  np.repeat(np.diff(by), nx)], axis=1)
+    t.flags.writeable = False
+    return t
 
 
 def image_tiles(img: np.ndarray, fmt: PixelFormat, pipeline: int, request_id: int,
-                tiles: Sequence[Tuple[Rect, Rect]]) -> Datagrams:
-    """IMAGE_TILE datagrams for a tile grid (input rects carry the halos)."""
+                tiles: Union[np.ndarray, Sequence[Tuple[Rect, Rect]]]) -> Datagrams:
+    """IMAGE_TILE datagrams for tiles (rows of :func:`tile_grid`, or
+    ``(input rect, output rect)`` pairs); input rects carry the halos."""
     h_img, w_img = img.shape[:2]
     ch = fmt.channels
-    t = np.array([a + b for a, b in tiles], dtype=np.int64).reshape(-1, 8)
+    t = np.asarray(tiles, dtype=np.int64).reshape(-1, 8)
     x, y, w, h = t[:, 0], t[:, 1], t[:, 2], t[:, 3]
     f = headers(IMAGE_DTYPE, Kind.IMAGE_TILE, pipeline, request_id, len(t))
     _image_fields(f, w_img, h_img, fmt, x, y, w, h)
@@ -203,7 +206,7 @@ def image_tiles(img: np.ndarray, fmt: PixelFormat, pipeline: int, request_id: in
     size = w * h * ch
     off = np.zeros(len(t), dtype=np.int64)
     data = np.empty(int(size.sum()), dtype=np.uint8)
-    img3 = img.reshape(h_img, w_img, ch)
+    flat = np.ascontiguousarray(img).reshape(-1)
     # Tiles of one grid row share their input rows, and only a few widths
     # occur: gather each (rows, width) group with one fancy index.
     groups: dict = {}
@@ -213,8 +216,13 @@ def image_tiles(img: np.ndarray, fmt: PixelFormat, pipeline: int, request_id: in
     for (ty, th, tw), ks in groups.items():
         idx = np.array(ks, dtype=np.int64)
         n, s = len(idx), th * tw * ch
-        block = img3[ty:ty + th][:, x[idx][:, None] + np.arange(tw)]  # (th, n, tw, ch)
-        data[base:base + n * s].reshape(n, th, tw, ch)[...] = block.transpose(1, 0, 2, 3)
+        # Each tile row is one run of tw*ch bytes: view the image as such
+        # runs, indexed by (left column, row), and gather the group's tiles
+        # straight into the payload buffer (one memcpy per tile row).
+        run = np.dtype((np.void, tw * ch))
+        windows = np.ndarray((w_img - tw + 1, th), dtype=run, buffer=flat,
+                             offset=ty * w_img * ch, strides=(ch, w_img * ch))
+        data[base:base + n * s].view(run).reshape(n, th)[...] = windows[x[idx]]
         off[idx] = base + np.arange(n) * s
         base += n * s
     return Datagrams(f, data, off, size)

@@ -57,7 +57,7 @@ def test_tiles_partition_the_output_and_carry_their_halos(antialias, w, h, ch):
     grid = tile_grid(w, h, ch, 224, 224, antialias, 1472)
     cover = np.zeros((224, 224), np.int32)
     win_x, win_y = _windows_bruteforce(antialias, w, 224), _windows_bruteforce(antialias, h, 224)
-    for (x, y, iw, ih), (ox, oy, ow, oh) in grid:
+    for x, y, iw, ih, ox, oy, ow, oh in grid.tolist():
         cover[oy:oy + oh, ox:ox + ow] += 1
         assert 48 + iw * ih * ch <= 1472
         assert (x, y, iw, ih) == halo_rect(antialias, w, h, 224, 224, (ox, oy, ow, oh))
@@ -71,7 +71,7 @@ def test_tiles_partition_the_output_and_carry_their_halos(antialias, w, h, ch):
         raw = dg[i]
         x, y, iw, ih = struct.unpack_from(">HHHH", raw, 30)
         assert raw[48:] == img[y:y + ih, x:x + iw].tobytes()
-        assert struct.unpack_from(">HHHH", raw, 38) == grid[i][1]
+        assert struct.unpack_from(">HHHH", raw, 38) == tuple(grid[i][4:])
 
 
 def test_rows_cover_every_pixel_once():
