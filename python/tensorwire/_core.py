@@ -15,8 +15,8 @@ from . import errors
 from ._fragment import Datagrams, image_rows, image_tiles, text_chunks, tile_grid
 from ._kserve import DATATYPES, DecodeError, decode_outputs
 from ._wire import (
-    DEFAULT_MAX_DATAGRAM, ContentType, Kind, Packet, PixelFormat, WireError, parse_error,
-    parse_response,
+    DEFAULT_MAX_DATAGRAM, ContentType, Kind, Packet, PixelFormat, TokenInfo, WireError, parse_error,
+    parse_response, parse_token,
 )
 
 PipelineRef = Union[int, str]
@@ -216,15 +216,18 @@ class Assembly:
         self.seen: set = set()
         self.received = 0
 
-    def feed(self, p: Packet) -> Optional[Union[RawBody, errors.TensorwireError]]:
-        """Takes one datagram of this request; the final answer once complete."""
+    def feed(self, p: Packet) -> Optional[Union[RawBody, TokenInfo, errors.TensorwireError]]:
+        """Takes one datagram of this request; the final answer once complete
+        (a TOKEN answers a HELLO)."""
         self.received += 1
-        if p.kind == Kind.ERROR:
-            info = parse_error(p)
-            return errors.from_code(info.code, info.message, p.request_id, p.pipeline)
-        if p.kind != Kind.RESPONSE:
-            return None
         try:
+            if p.kind == Kind.ERROR:
+                info = parse_error(p)
+                return errors.from_code(info.code, info.message, p.request_id, p.pipeline)
+            if p.kind == Kind.TOKEN:
+                return parse_token(p)
+            if p.kind != Kind.RESPONSE:
+                return None
             r = parse_response(p)
         except WireError as e:
             return errors.ProtocolError(str(e), request_id=p.request_id)

@@ -13,7 +13,7 @@ from ._core import (
 )
 from ._fragment import Datagrams, header_only
 from ._send import Plan, Sender, batch_size, pace_delay
-from ._wire import Kind, TokenInfo, hello_datagram, parse_packet, parse_token
+from ._wire import Kind, TokenInfo, hello_datagram, parse_packet
 from .client import DEFAULT_PORT, open_socket
 
 
@@ -138,9 +138,6 @@ class AsyncClient:
         w = self._pending.get(p.request_id) if p is not None else None
         if w is None or w.fut.done():
             self._s.ignored += 1
-            return
-        if p.kind == Kind.TOKEN:
-            w.fut.set_result(parse_token(p))
             return
         r = w.asm.feed(p)
         if r is not None:

@@ -13,7 +13,7 @@ from ._core import (
 )
 from ._fragment import Datagrams, header_only
 from ._send import Plan, Sender, batch_size, pace_delay
-from ._wire import Kind, TokenInfo, hello_datagram, parse_packet, parse_token
+from ._wire import Kind, TokenInfo, hello_datagram, parse_packet
 
 Answer = Union[RawBody, errors.TensorwireError, TokenInfo, None]
 DEFAULT_PORT = 7878
@@ -110,6 +110,8 @@ class Client:
     def request(self, datagrams: Sequence[bytes]) -> InferResult:
         """Sends datagrams built by the caller, as they are (no retries), and
         waits for the answer to the first one's request_id."""
+        if not datagrams:
+            raise ValueError("no datagrams")
         self.describe()
         dg = Datagrams.from_bytes(datagrams)
         raw, rid, t = self._exchange(dg, faults=None, fixed_id=int.from_bytes(datagrams[0][8:16], "big"))
@@ -212,8 +214,6 @@ class Client:
                 if p is None or p.request_id != rid:
                     self._s.ignored += 1
                     continue
-                if p.kind == Kind.TOKEN:
-                    return parse_token(p), asm.received + 1
                 r = asm.feed(p)
                 if r is not None:
                     return r, asm.received

@@ -137,7 +137,7 @@ def describe_raw(port: int, timeout: float = 0.2) -> Optional[dict]:
         parts: Dict[int, bytes] = {}
         while True:
             d = s.recv(65536)
-            kind, count, seq = d[3], struct.unpack_from(">I", d, 20)[0], struct.unpack_from(">I", d, 16)[0]
+            kind, count = d[3], struct.unpack_from(">I", d, 20)[0]
             if kind != 0x81:
                 return None
             _, _, total, off, _ = struct.unpack_from(">HHIII", d, 24)
