@@ -118,8 +118,7 @@ def test_no_handshake_when_the_proxy_does_not_validate(proxy):
     with tensorwire.Client("127.0.0.1", proxy.port, timeout=2.0) as tw:
         d = tw.describe()
         tw.infer_text("hi", pipeline="minilm")
-        if not d.address_validation:
-            assert tw.handshakes == 0 and not tw.validated
+        assert tw.handshakes == int(d.address_validation) and tw.validated == d.address_validation
 
 
 def test_psk_right_wrong_and_missing():
@@ -156,5 +155,7 @@ def test_rev2_proxy_answers_hello_with_an_error(proxy):
     if proxy.rev3:
         pytest.skip("the proxy speaks revision 3")
     with tensorwire.Client("127.0.0.1", proxy.port, timeout=1.0) as tw:
-        with pytest.raises(tensorwire.TensorwireError):
+        with pytest.raises(tensorwire.TensorwireError) as e:
             tw.handshake()
+        assert e.value.code is not None, e.value  # the proxy's ERROR, not a timeout
+        assert not tw.validated
