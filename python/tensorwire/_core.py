@@ -173,9 +173,6 @@ class InferResult:
         return json.loads(self.raw.body)
 
 
-_IMAGE_NP = {"FP32": "FP32", "FP16": "FP16", "UINT8": "UINT8", "INT8": "INT8"}
-
-
 def decode_body(raw: RawBody, pipe: Optional[Pipeline]) -> Tuple[Dict[str, np.ndarray], Dict[str, Any]]:
     """The output tensors of an answer (KServe v2 binary or JSON; raw tensor
     bytes shaped after the pipeline's DESCRIBE entry when it has one)."""
@@ -195,7 +192,7 @@ def decode_body(raw: RawBody, pipe: Optional[Pipeline]) -> Tuple[Dict[str, np.nd
         arr = np.frombuffer(raw.body, np.uint8)
         if pipe is not None and pipe.image is not None:
             im = pipe.image
-            dt = DATATYPES[_IMAGE_NP.get(im.dtype, "UINT8")]
+            dt = DATATYPES.get(im.dtype, DATATYPES["UINT8"])
             shape = ((1, im.channels, im.height, im.width) if im.layout == "NCHW"
                      else (1, im.height, im.width, im.channels))
             if arr.size == int(np.prod(shape)) * dt.itemsize:
@@ -413,7 +410,7 @@ class Session:
         return InferResult(outputs, raw, timings, rid, pid, head)
 
 
-def retryable(e: Optional[errors.TensorwireError]) -> bool:
+def retryable(e: Any) -> bool:
     """No answer, or INCOMPLETE: the spec's case for resending the whole
     request with a new request id."""
     return e is None or isinstance(e, errors.Incomplete)

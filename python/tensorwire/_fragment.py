@@ -65,6 +65,13 @@ class Datagrams:
         return [self[i] for i in range(len(self))]
 
     @property
+    def pipeline(self) -> int:
+        """The pipeline id in the headers (raw datagrams: the first one's)."""
+        if self.fields is not None:
+            return int(self.fields["pipeline"][0])
+        return int.from_bytes(self[0][6:8], "big")
+
+    @property
     def request_id(self) -> int:
         assert self.fields is not None
         return int(self.fields["request_id"][0])
@@ -220,7 +227,7 @@ def image_tiles(img: np.ndarray, fmt: PixelFormat, pipeline: int, request_id: in
         # runs, indexed by (left column, row), and gather the group's tiles
         # straight into the payload buffer (one memcpy per tile row).
         run = np.dtype((np.void, tw * ch))
-        windows = np.ndarray((w_img - tw + 1, th), dtype=run, buffer=flat,
+        windows: np.ndarray = np.ndarray((w_img - tw + 1, th), dtype=run, buffer=flat,
                              offset=ty * w_img * ch, strides=(ch, w_img * ch))
         data[base:base + n * s].view(run).reshape(n, th)[...] = windows[x[idx]]
         off[idx] = base + np.arange(n) * s

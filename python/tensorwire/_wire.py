@@ -133,15 +133,15 @@ def hello_datagram(request_id: int, token: bytes = b"", psk: Optional[bytes] = N
     return d + bytes(max(0, pad_to - len(d)))
 
 
-class Packet(NamedTuple):
+class Packet:
     """A datagram from the proxy, common header parsed."""
-    kind: int
-    flags: int
-    pipeline: int
-    request_id: int
-    seq: int
-    count: int
-    data: memoryview  # the whole datagram
+    __slots__ = ("kind", "flags", "pipeline", "request_id", "seq", "count", "data")
+
+    def __init__(self, kind: int, flags: int, pipeline: int, request_id: int, seq: int, count: int,
+                 data: memoryview):
+        self.kind, self.flags, self.pipeline = kind, flags, pipeline
+        self.request_id, self.seq, self.count = request_id, seq, count
+        self.data = data  # the whole datagram
 
 
 class ResponseFragment(NamedTuple):

@@ -136,7 +136,7 @@ class AsyncClient:
     def _on_datagram(self, data: bytes) -> None:
         p = parse_packet(memoryview(data))
         w = self._pending.get(p.request_id) if p is not None else None
-        if w is None or w.fut.done():
+        if p is None or w is None or w.fut.done():
             self._s.ignored += 1
             return
         r = w.asm.feed(p)
@@ -147,8 +147,7 @@ class AsyncClient:
         raw, rid, t = await self._exchange(dg, self._s.faults)
         t.prepare_s = prepare_s
         t.total_s += prepare_s
-        pid = int(dg.fields["pipeline"][0])
-        return Session.result(raw, pipe, rid, pid, t)
+        return Session.result(raw, pipe, rid, dg.pipeline, t)
 
     async def _exchange(self, dg: Datagrams, faults: Optional[Faults],
                         validate: bool = True) -> Tuple[RawBody, int, Timings]:

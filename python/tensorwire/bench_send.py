@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import socket
 import time
-from typing import Callable, Dict
+from typing import Callable, Dict, Tuple
 
 import numpy as np
 
@@ -28,9 +28,8 @@ def _sink() -> socket.socket:
     return s
 
 
-def _run(seconds: float, once: Callable[[], int]) -> Dict[str, float]:
-    """Calls ``once`` (returns payload bytes sent, adds datagrams to a
-    counter) until ``seconds`` pass."""
+def _run(seconds: float, once: Callable[[], Tuple[int, int]]) -> Dict[str, float]:
+    """Calls ``once`` (returns datagrams and bytes sent) until ``seconds`` pass."""
     n = b = 0
     t0 = time.perf_counter()
     while True:
@@ -51,10 +50,10 @@ def bench(seconds: float = 2.0, method: str = "sendmmsg") -> Dict[str, Dict[str,
         raise SystemExit("sendmmsg is not available here")
     out: Dict[str, Dict[str, float]] = {}
 
-    def blast(dg: Datagrams) -> Callable[[], tuple]:
+    def blast(dg: Datagrams) -> Callable[[], Tuple[int, int]]:
         plan = sender.plan(dg)
 
-        def once() -> tuple:
+        def once() -> Tuple[int, int]:
             sent = 0
             while sent < plan.n:
                 sent += sender.transmit(plan, sent, plan.n)
@@ -69,7 +68,7 @@ def bench(seconds: float = 2.0, method: str = "sendmmsg") -> Dict[str, Dict[str,
 
     img = np.random.default_rng(1).integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
 
-    def rows_once() -> tuple:
+    def rows_once() -> Tuple[int, int]:
         d = image_rows(img, PixelFormat.RGB8, 1, 7, 1472)
         p = sender.plan(d)
         sent = 0
@@ -80,7 +79,7 @@ def bench(seconds: float = 2.0, method: str = "sendmmsg") -> Dict[str, Dict[str,
 
     grid = tile_grid(1920, 1080, 3, 224, 224, True, 1472)
 
-    def tiles_once() -> tuple:
+    def tiles_once() -> Tuple[int, int]:
         d = image_tiles(img, PixelFormat.RGB8, 1, 7, grid)
         p = sender.plan(d)
         sent = 0

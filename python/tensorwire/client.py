@@ -115,8 +115,8 @@ class Client:
         self.describe()
         dg = Datagrams.from_bytes(datagrams)
         raw, rid, t = self._exchange(dg, faults=None, fixed_id=int.from_bytes(datagrams[0][8:16], "big"))
-        pid = int.from_bytes(datagrams[0][6:8], "big")
-        return Session.result(raw, self._s.description.pipelines.get(pid), rid, pid, t)
+        pid = dg.pipeline
+        return Session.result(raw, self.describe().pipelines.get(pid), rid, pid, t)
 
     def handshake(self) -> None:
         """Validates this client's address now (HELLO/TOKEN)."""
@@ -137,8 +137,7 @@ class Client:
         raw, rid, t = self._exchange(dg, faults=self._s.faults)
         t.prepare_s = prepare_s
         t.total_s += prepare_s
-        pid = int(dg.fields["pipeline"][0])
-        return Session.result(raw, pipe, rid, pid, t)
+        return Session.result(raw, pipe, rid, dg.pipeline, t)
 
     def _exchange(self, dg: Datagrams, faults: Optional[Faults], validate: bool = True,
                   fixed_id: Optional[int] = None) -> Tuple[RawBody, int, Timings]:
@@ -196,7 +195,6 @@ class Client:
         deadline = time.monotonic() + self._s.timeout
         asm = Assembly()
         mv = memoryview(self._buf)
-        self.sock.settimeout(self._s.timeout)
         try:
             while True:
                 left = deadline - time.monotonic()
