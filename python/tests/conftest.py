@@ -128,8 +128,9 @@ def free_port(kind: int = socket.SOCK_DGRAM) -> int:
 
 
 def describe_raw(port: int, timeout: float = 0.2) -> Optional[dict]:
-    """One DESCRIBE over a plain socket (no tensorwire code): the JSON, or
-    None if no answer / an ERROR."""
+    """One DESCRIBE over a plain socket (no tensorwire code): the JSON,
+    ``{"retry": True}`` when a revision-3 proxy answers RETRY (this address
+    is not validated), or None if no answer / another ERROR."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.settimeout(timeout)
     try:
@@ -138,6 +139,8 @@ def describe_raw(port: int, timeout: float = 0.2) -> Optional[dict]:
         while True:
             d = s.recv(65536)
             kind, count = d[3], struct.unpack_from(">I", d, 20)[0]
+            if kind == 0x82 and struct.unpack_from(">H", d, 24)[0] == 11:
+                return {"retry": True}
             if kind != 0x81:
                 return None
             _, _, total, off, _ = struct.unpack_from(">HHIII", d, 24)
@@ -172,6 +175,10 @@ class Proxy:
         while True:
             self.description = describe_raw(self.port)
             if self.description is not None:
+                if self.description.get("retry"):  # rev 3: the client validates, then asks
+                    import tensorwire
+                    with tensorwire.Client("127.0.0.1", self.port, timeout=2.0) as c:
+                        self.description = c.describe().raw
                 break
             if self.proc.poll() is not None:
                 pytest.fail(f"proxy exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")

@@ -148,17 +148,18 @@ def test_too_large_pixels_bytes_fragments(tight):
 
 
 def test_overloaded_when_another_request_is_in_flight(tight):
-    with tensorwire.Client("127.0.0.1", tight.port, timeout=3.0, retries=0) as tw:
+    with tensorwire.Client("127.0.0.1", tight.port, timeout=3.0, retries=0) as tw, \
+            tensorwire.Client("127.0.0.1", tight.port, timeout=3.0, retries=0) as other:
         tw.describe()
-        other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        other.connect(("127.0.0.1", tight.port))
-        other.send(text_dg(2, 0x2001, 0, 2, 0, 10, b"hello"))  # first of two: stays in flight
+        other.describe()  # (validates its address on a revision-3 proxy)
+        # The first of two fragments from another client: stays in flight.
+        other.sock.send(text_dg(2, 0x2001, 0, 2, 0, 10, b"hello"))
         time.sleep(0.02)
         with pytest.raises(tensorwire.Overloaded):
             tw.infer_text("hi", pipeline="txt")
-        other.settimeout(3)
-        assert other.recv(2048)[3] == 0x82  # the other one ends INCOMPLETE
-        other.close()
+        other.sock.settimeout(3)
+        d = other.sock.recv(2048)  # the other one ends INCOMPLETE
+        assert d[3] == 0x82 and struct.unpack_from(">H", d, 24)[0] == 6
         assert tw.infer_text("hi", pipeline="txt").outputs["input_ids"].shape[0] == 1
 
 
