@@ -6,7 +6,13 @@ Sends to a local UDP sink (a bound socket nobody reads: the kernel delivers
 to its queue, then drops) and prints datagrams/s and MB/s (UDP payload) for
 (1) 1472-byte datagrams, (2) whole 1920x1080 RGB8 images cut into
 IMAGE_ROWS datagrams, datagram building included, (3) the same image as
-tiles for a 224x224 antialias pipeline, building included.
+tiles for a 224x224 antialias pipeline, building included (the tile grid
+is cached, as for a video's frames).
+
+    python -m tensorwire.bench_send --proxy 127.0.0.1:7878 [--pipeline resnet50]
+
+also sends 1920x1080 frames through a running proxy (rows, then tiles) and
+prints frames/s and where the time goes (build, send, wait for the answer).
 """
 from __future__ import annotations
 
@@ -92,11 +98,36 @@ def bench(seconds: float = 2.0, method: str = "sendmmsg") -> Dict[str, Dict[str,
     return out
 
 
+def bench_proxy(addr: str, pipeline: str, seconds: float, max_rate: float) -> None:
+    from .client import Client
+    host, port = addr.rsplit(":", 1)
+    img = np.random.default_rng(1).integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
+    with Client(host, int(port), timeout=5.0, retries=1, max_rate=max_rate or None) as tw:
+        for tiles in (False, True):
+            tw.infer_image(img, pipeline=pipeline, tiles=tiles)  # warm up (DESCRIBE, tile grid)
+            n, t, tot = 0, time.perf_counter(), {"prepare_s": 0.0, "send_s": 0.0, "wait_s": 0.0}
+            while time.perf_counter() - t < seconds:
+                r = tw.infer_image(img, pipeline=pipeline, tiles=tiles)
+                n += 1
+                for k in tot:
+                    tot[k] += getattr(r.timings, k)
+            dt = time.perf_counter() - t
+            print(f"proxy {addr} {pipeline} 1920x1080 {'tiles' if tiles else 'rows '}: {n / dt:6.1f} frames/s, "
+                  f"{r.timings.datagrams_sent} datagrams/frame, reply {r.timings.reply_datagrams} datagrams; "
+                  + ", ".join(f"{k[:-2]} {v / n * 1e3:.1f} ms" for k, v in tot.items()))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--method", choices=["sendmmsg", "sendmsg"], default="sendmmsg")
+    ap.add_argument("--proxy", help="host:port of a running proxy: also measure whole requests")
+    ap.add_argument("--pipeline", default="resnet50")
+    ap.add_argument("--max-rate", type=float, default=0, help="pacing for --proxy, datagrams/s")
     a = ap.parse_args()
+    if a.proxy:
+        bench_proxy(a.proxy, a.pipeline, a.seconds, a.max_rate)
+        return
     for name, r in bench(a.seconds, a.method).items():
         print(f"{a.method:8s} {name:40s} {r['datagrams_per_s']:12,.0f} datagrams/s "
               f"{r['MB_per_s']:9,.1f} MB/s")
