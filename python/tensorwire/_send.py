@@ -37,6 +37,7 @@ def _load_sendmmsg() -> Any:
 
 
 _SENDMMSG = _load_sendmmsg()
+_HAS_SENDMSG = hasattr(socket.socket, "sendmsg")
 
 
 class Plan:
@@ -101,15 +102,22 @@ class Sender:
                 sent += r
             return sent - start
         sent = 0
+        send = self._send_one
         for head, payload in plan.views(start, stop):
             try:
-                self.sock.sendmsg([head, payload])
+                send(head, payload)
             except (BlockingIOError, InterruptedError):
                 break
             except ConnectionRefusedError:
-                self.sock.sendmsg([head, payload])
+                send(head, payload)  # an earlier ICMP error, reported once
             sent += 1
         return sent
+
+    def _send_one(self, head: memoryview, payload: memoryview) -> None:
+        if _HAS_SENDMSG:
+            self.sock.sendmsg([head, payload])
+        else:  # Windows: no scatter-gather
+            self.sock.send(bytes(head) + bytes(payload))
 
 
 def batch_size(max_rate: Optional[float]) -> int:

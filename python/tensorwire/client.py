@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import select
 import socket
+import sys
 import time
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
@@ -25,7 +26,8 @@ def open_socket(host: str, port: int, rcvbuf: int, blocking: bool) -> Tuple[sock
     bursts of reply fragments."""
     family, _, _, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
     sock = socket.socket(family, socket.SOCK_DGRAM)
-    for opt in (33, socket.SO_RCVBUF):  # SO_RCVBUFFORCE when privileged, else capped
+    # SO_RCVBUFFORCE (Linux, privileged) first, else SO_RCVBUF (capped by the system).
+    for opt in ((33, socket.SO_RCVBUF) if sys.platform.startswith("linux") else (socket.SO_RCVBUF,)):
         try:
             sock.setsockopt(socket.SOL_SOCKET, opt, rcvbuf)
             break
