@@ -70,11 +70,19 @@ def test_loss_on_every_attempt_raises_incomplete_after_the_retries(proxy):
         assert time.monotonic() - t0 >= 3 * 0.25  # three attempts, each waited out
 
 
-def test_no_answer_is_retried_with_a_new_request_id():
+@pytest.mark.parametrize("async_", [False, True], ids=["sync", "async"])
+def test_no_answer_is_retried_with_a_new_request_id(async_):
+    import asyncio
     fake = FakeProxy(validation=False, ignore_first=1)
     try:
-        with tensorwire.Client("127.0.0.1", fake.port, timeout=0.3, retries=1) as tw:
-            r = tw.infer_text("hello", pipeline="echo-text")
+        if async_:
+            async def run():
+                async with tensorwire.AsyncClient("127.0.0.1", fake.port, timeout=0.3, retries=1) as tw:
+                    return await tw.infer_text("hello", pipeline="echo-text")
+            r = asyncio.run(run())
+        else:
+            with tensorwire.Client("127.0.0.1", fake.port, timeout=0.3, retries=1) as tw:
+                r = tw.infer_text("hello", pipeline="echo-text")
         assert bytes(r.outputs["text"][0]) == b"hello"
         assert len(fake.data_request_ids) == 2 and len(set(fake.data_request_ids)) == 2
         assert r.request_id == fake.data_request_ids[1] and r.timings.attempts == 2
