@@ -57,3 +57,16 @@ def test_async_errors_are_raised_per_request(proxy):
     ok, bad, unknown = asyncio.run(run())
     assert ok.outputs["input_ids"].shape[0] == 1
     assert isinstance(bad, tensorwire.InvalidContent) and isinstance(unknown, tensorwire.UnknownPipeline)
+
+
+def test_async_loss_duplication_reordering_and_retry(proxy):
+    tok = tokenizer(256, True, False)
+    texts = [f"{i} " + "the same words again and again " * 80 for i in range(20)]
+
+    async def run():
+        faults = tensorwire.Faults(drop_seqs={1}, dup=0.5, reorder=True, seed=8, attempts=1)
+        async with tensorwire.AsyncClient("127.0.0.1", proxy.port, timeout=3.0, retries=1, faults=faults) as tw:
+            return await asyncio.gather(*(tw.infer_text(t, pipeline="minilm") for t in texts))
+    for t, r in zip(texts, asyncio.run(run())):
+        assert r.timings.attempts == 2  # the first lost fragments: INCOMPLETE, then resent whole
+        np.testing.assert_array_equal(r.outputs["input_ids"][0], tok.encode(t).ids)
