@@ -30,6 +30,14 @@ def expected(text: str, max_length: int = 256, pad: bool = False):
     return tokenizer(max_length, truncation=True, pad=pad).encode(text)
 
 
+def test_pipelines_say_what_the_references_assume(tw):
+    d = tw.describe()
+    a, b = d.pipeline("minilm").text, d.pipeline("minilm-16").text
+    assert (a.max_length, a.truncation, a.padding, a.dtype) == (256, True, "none", "INT64")
+    assert (b.max_length, b.truncation, b.padding, b.dtype) == (16, True, "max_length", "INT32")
+    assert b.outputs == ("input_ids", "attention_mask")
+
+
 def cuts_inside_a_character(data: bytes, overlap: int) -> int:
     """How many chunk boundaries fall inside a multi-byte UTF-8 character."""
     n = 0
