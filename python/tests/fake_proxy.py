@@ -42,9 +42,10 @@ def header(kind: int, pipeline: int, rid: int, seq: int = 0, count: int = 1) -> 
 class FakeProxy:
     def __init__(self, psk: Optional[bytes] = None, lifetime_s: int = 30, validation: bool = True,
                  exempt_describe: bool = False, reply_chunk: int = 64, dup_replies: bool = False,
-                 reorder_replies: bool = False, stale_replies: bool = False, ignore_first: int = 0):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
+                 reorder_replies: bool = False, stale_replies: bool = False, ignore_first: int = 0,
+                 host: str = "127.0.0.1"):
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((host, 0))
         self.sock.settimeout(0.05)
         self.port = self.sock.getsockname()[1]
         self.psk, self.lifetime_s, self.validation = psk, lifetime_s, validation

@@ -159,3 +159,14 @@ def test_rev2_proxy_answers_hello_with_an_error(proxy):
             tw.handshake()
         assert e.value.code is not None, e.value  # the proxy's ERROR, not a timeout
         assert not tw.validated
+
+
+def test_ipv6():
+    fake = FakeProxy(host="::1")
+    try:
+        with tensorwire.Client("::1", fake.port, timeout=1.0) as tw:
+            text = "über IPv6 " * 400  # several datagrams through sendmmsg
+            assert bytes(tw.infer_text(text, pipeline="echo-text").outputs["text"][0]) == text.encode()
+            assert tw.validated and tw.handshakes == 1
+    finally:
+        fake.close()
