@@ -4,7 +4,7 @@
 CARGO ?= cargo
 BIN := target/release/tensorwire
 
-.PHONY: all deps build demo test testenv bench fmt lint docker-lint clean
+.PHONY: all deps build demo test testenv testenv-triton bench fmt lint docker-lint clean
 
 all: build
 
@@ -29,7 +29,15 @@ $(VENV)/.installed: testdata/kserve/requirements.txt
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r testdata/kserve/requirements.txt
 	touch $@
 
-test: deps testenv
+# The real Triton Inference Server (PyPI's nvidia-pytriton) for
+# tests/upstream_triton.rs and the benchmark's Python baselines, in
+# .venv-triton made from Debian's python3.11 (scripts/triton-env.sh says
+# why). About 2 min and 430 MB the first time; then a no-op until
+# testdata/triton/requirements.txt changes.
+testenv-triton:
+	@bash scripts/triton-env.sh
+
+test: deps testenv testenv-triton
 	$(CARGO) test --all-targets
 
 bench: deps
