@@ -15,8 +15,18 @@
 # module and libpython3.11 from Debian when they are missing (as root),
 # whatever `python3` is first on PATH.
 #
+# perf_analyzer (Triton's load generator, for cross-checking the
+# benchmark): PyPI's perf-analyzer wheels (2.58+) are manylinux_2_38 and
+# need glibc 2.38 / GLIBCXX_3.4.32, more than Debian 12 has, so it comes
+# from the last tritonclient wheel of the server's release (2.51.0,
+# built on Ubuntu 22.04), which still carried bin/perf_analyzer. It is
+# installed apart (--target, no deps: our tritonclient stays 2.73.0)
+# with its two missing libraries linked to the copies pytriton bundles
+# (libb64, libcudart: loaded, never used without a GPU), and run through
+# the wrapper .venv-triton/bin/perf_analyzer.
+#
 # Idempotent: does nothing when .venv-triton was made from the current
-# requirements (the stamp file holds their checksum). Prints how long
+# requirements and this script (the stamp file holds their checksum). Prints how long
 # the install took and the virtualenv's size.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +35,8 @@ PY=/usr/bin/python3.11
 VENV=.venv-triton
 REQ=testdata/triton/requirements.txt
 STAMP=$VENV/.installed
-want=$(sha256sum "$REQ" | cut -d' ' -f1)
+PERF_ANALYZER_FROM=tritonclient==2.51.0
+want=$(cat "$REQ" scripts/triton-env.sh | sha256sum | cut -d' ' -f1)
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -x "$VENV/bin/python" ]; then
   exit 0
@@ -57,5 +68,19 @@ rm -rf "$VENV"
 "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQ"
 # The server must be where serve.py looks for it.
 "$VENV/bin/python" testdata/triton/serve.py --print-cmd >/dev/null
+
+PA=$VENV/perf-analyzer
+"$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --target "$PA" "$PERF_ANALYZER_FROM"
+LIBS=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/nvidia_pytriton.libs
+mkdir -p "$PA/lib"
+ln -sf "$(ls "$LIBS"/libb64-*.so.0d)" "$PA/lib/libb64.so.0d"
+ln -sf "$(ls "$LIBS"/libcudart-*.so.12*)" "$PA/lib/libcudart.so.12"
+cat >"$VENV/bin/perf_analyzer" <<WRAP
+#!/bin/sh
+# Triton's perf_analyzer from $PERF_ANALYZER_FROM (scripts/triton-env.sh says why).
+LD_LIBRARY_PATH="$(pwd)/$PA/lib\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}" exec "$(pwd)/$PA/bin/perf_analyzer" "\$@"
+WRAP
+chmod +x "$VENV/bin/perf_analyzer"
+"$VENV/bin/perf_analyzer" --version >/dev/null
 echo "$want" >"$STAMP"
 echo "triton-env: $VENV ready in $(($(date +%s) - t0)) s, $(du -sh "$VENV" | cut -f1)" >&2
