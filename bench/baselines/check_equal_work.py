@@ -53,8 +53,10 @@ def image_equal(image, npy):
         print(f"EQUAL {os.path.basename(image)}: {ours.shape} float32, bit for bit")
         return True
     d = np.abs(ours.astype(np.float64) - theirs)
+    why = (" (a JPEG: tensorwire decodes with the image crate, this script with Pillow's "
+           "libjpeg-turbo; see the docstring)") if image.lower().endswith((".jpg", ".jpeg")) else ""
     print(f"DIFF {os.path.basename(image)}: {(~same).sum()} of {same.size} values differ "
-          f"(max |diff| {d.max():.3g})")
+          f"(max |diff| {d.max():.3g}){why}")
     return False
 
 
