@@ -27,7 +27,9 @@ use tensorwire::config::Config;
 use tensorwire::pipeline::{Pipelines, Plan};
 use tensorwire::server::RunningProxy;
 use tensorwire::transform::{reference, DType, Tensor};
-use tensorwire::upstream::{check_ready, echo::parse_kserve_binary_response, HttpUrl, UpstreamKind};
+use tensorwire::upstream::{
+    check_ready, echo::parse_kserve_binary_response, HttpUrl, UpstreamKind,
+};
 use tensorwire::wire::{ErrorCode, PixelFormat};
 
 /// Pipelines 1 (image -> identity_fp32), 2 (image -> logits), 3 (text ->
@@ -172,6 +174,23 @@ fn infer_direct(port: u16, model: &str, inputs: &[Input], outputs: &[&str]) -> V
     parse_kserve_binary_response(body, header_len).unwrap()
 }
 
+/// A GET's JSON body (Connection: close, no chunking from Triton here).
+fn get_json(port: u16, path: &str) -> serde_json::Value {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    let end = resp.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    assert!(
+        resp.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&resp)
+    );
+    serde_json::from_slice(&resp[end + 4..]).unwrap()
+}
+
 /// The `logits` model's head (testdata/triton/head.py `image_head`),
 /// recomputed here: the mean of each channel over a 4x4 grid of 56x56
 /// cells (48 features f), logits[i] = sum_j W[i][j] f[j] + B[i] with
@@ -259,6 +278,13 @@ fn image_tensors_and_logits_against_real_triton() {
 
     // Triton reports the batch dimension for max_batch_size 8; the proxy
     // sends [1, 3, 224, 224].
+    let meta = get_json(server.port, "/v2/models/identity_fp32");
+    assert_eq!(meta["inputs"][0]["name"], "input__0", "{meta}");
+    assert_eq!(
+        meta["inputs"][0]["shape"],
+        serde_json::json!([-1, 3, 224, 224]),
+        "{meta}"
+    );
     let url = HttpUrl::parse(&server.url()).unwrap();
     for m in ["identity_fp32", "logits", "text_identity", "text_head"] {
         check_ready(UpstreamKind::Kserve, &url, m, "", Duration::from_secs(5))
@@ -290,7 +316,10 @@ fn image_tensors_and_logits_against_real_triton() {
         assert_eq!(t[0].name, "output__0", "{name}");
         assert_eq!(t[0].dtype, DType::Fp32, "{name}");
         assert_eq!(t[0].shape, vec![1, 3, 224, 224], "{name}");
-        assert!(t[0].data == want, "{name}: tensor changed on the way to Triton");
+        assert!(
+            t[0].data == want,
+            "{name}: tensor changed on the way to Triton"
+        );
 
         // Triton's own server-side preprocessing (Pillow resize +
         // torchvision normalization in the Python backend) of the raw
@@ -317,7 +346,10 @@ fn image_tensors_and_logits_against_real_triton() {
         // logits through the proxy: small answer, and bit for bit what
         // Triton computes after its own preprocessing (same head), and
         // close to the head recomputed in Rust.
-        let t = tensors(&c.send_image(2, &sent, None, 1472, &Faults::default()).unwrap());
+        let t = tensors(
+            &c.send_image(2, &sent, None, 1472, &Faults::default())
+                .unwrap(),
+        );
         assert_eq!(t.len(), 1, "{name}");
         assert_eq!(
             (t[0].name.as_str(), t[0].dtype, t[0].shape.clone()),
@@ -384,7 +416,11 @@ fn text_tensors_and_embeddings_against_real_triton() {
             &["embedding", "input_ids"],
         );
         assert_eq!(server_side[1].name, "input_ids");
-        assert_eq!(i64s(&server_side[1]), ids, "{file}: ids differ from tokenizers (Python)");
+        assert_eq!(
+            i64s(&server_side[1]),
+            ids,
+            "{file}: ids differ from tokenizers (Python)"
+        );
 
         // text_head through the proxy: bit for bit the embedding after
         // Triton's own tokenization, and close to the Rust head.
@@ -472,7 +508,11 @@ fn triton_killed_and_restarted_without_restarting_the_proxy() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let (stats, _) = proxy.stop().unwrap();
-    let u = stats.upstreams.iter().find(|u| u.name == "textecho").unwrap();
+    let u = stats
+        .upstreams
+        .iter()
+        .find(|u| u.name == "textecho")
+        .unwrap();
     assert!(u.pool.reconnects >= 1, "{u:?}");
     assert!(u.pool.calls_unavailable + u.breaker_rejects >= 6, "{u:?}");
     assert_eq!(u.pool.calls_in_flight, 0);
