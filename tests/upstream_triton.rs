@@ -518,3 +518,158 @@ fn triton_killed_and_restarted_without_restarting_the_proxy() {
     assert_eq!(u.pool.calls_in_flight, 0);
     assert_eq!(stats.requests_in_flight, 0);
 }
+
+/// Runs a baseline script of bench/baselines with .venv-triton's Python
+/// and returns its JSON lines.
+fn baseline(script: &str, args: &[&str]) -> Vec<serde_json::Value> {
+    let out = std::process::Command::new(support::triton_python())
+        .arg(repo("bench/baselines").join(script))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script} {args:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{script}: {e}: {l}")))
+        .collect()
+}
+
+/// The benchmark's Python baselines (bench/baselines) against the real
+/// server: their JSON contract (README.md there), and the client-side
+/// baseline's tensors and ids equal to tensorwire's own binary's
+/// (check_equal_work.py --run starts `tensorwire run` with the echo
+/// upstream).
+#[test]
+fn python_baselines_follow_their_json_contract_and_do_tensorwires_work() {
+    let server = PyServer::triton();
+    let url = format!("127.0.0.1:{}", server.port);
+    let pid = server.pid().to_string();
+    for script in ["client_preprocess.py", "server_preprocess.py"] {
+        for (mode, model) in [
+            (
+                "image",
+                if script.starts_with("client") {
+                    "logits"
+                } else {
+                    "preprocess_logits"
+                },
+            ),
+            (
+                "text",
+                if script.starts_with("client") {
+                    "text_head"
+                } else {
+                    "preprocess_text"
+                },
+            ),
+        ] {
+            let lines = baseline(
+                script,
+                &[
+                    "--url",
+                    &url,
+                    "--mode",
+                    mode,
+                    "--requests",
+                    "6",
+                    "--warmup",
+                    "1",
+                    "--concurrency",
+                    "2",
+                    "--json",
+                    "--per-request",
+                    "--server-pid",
+                    &pid,
+                    "--image-size",
+                    "320x240",
+                ],
+            );
+            assert_eq!(lines.len(), 7, "{script} {mode}: {lines:?}");
+            let (reqs, summary) = lines.split_at(6);
+            let s = &summary[0];
+            assert_eq!(s["schema"], "tensorwire.baseline/1");
+            assert_eq!(s["type"], "summary");
+            assert_eq!(s["baseline"], script.trim_end_matches(".py"));
+            assert_eq!(
+                (s["mode"].as_str(), s["model"].as_str()),
+                (Some(mode), Some(model))
+            );
+            assert_eq!(
+                (
+                    s["requests"].as_u64(),
+                    s["ok"].as_u64(),
+                    s["errors"].as_u64()
+                ),
+                (Some(6), Some(6), Some(0)),
+                "{s}"
+            );
+            assert_eq!(s["concurrency"], 2);
+            assert_eq!(s["loop"], "closed");
+            let lat: Vec<f64> = s["latencies_us"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            assert_eq!(lat.len(), 6);
+            assert!(lat.iter().all(|&l| l > 0.0), "{lat:?}");
+            let p50 = s["latency_us"]["p50"].as_f64().unwrap();
+            let (min, max) = (
+                s["latency_us"]["min"].as_f64().unwrap(),
+                s["latency_us"]["max"].as_f64().unwrap(),
+            );
+            assert!(min <= p50 && p50 <= max, "{s}");
+            assert!(s["client_cpu_s"]["total"].as_f64().unwrap() > 0.0, "{s}");
+            assert!(s["server_cpu_s"].as_f64().is_some(), "{s}");
+            for (i, r) in reqs.iter().enumerate() {
+                assert_eq!(r["type"], "request");
+                assert_eq!(r["i"], i as u64);
+                assert_eq!(r["ok"], true);
+                assert_eq!(r["latency_us"].as_f64().unwrap(), lat[i]);
+            }
+        }
+    }
+    // Open loop: latencies from the due times, every request sent.
+    let lines = baseline(
+        "client_preprocess.py",
+        &[
+            "--url",
+            &url,
+            "--requests",
+            "5",
+            "--warmup",
+            "1",
+            "--request-rate",
+            "20",
+            "--json",
+        ],
+    );
+    assert_eq!(lines[0]["loop"], "open");
+    assert_eq!(lines[0]["request_rate"], 20.0);
+    assert_eq!(lines[0]["ok"], 5);
+    let wall = lines[0]["wall_s"].as_f64().unwrap();
+    assert!(
+        wall >= 0.2,
+        "5 requests at 20/s take at least 0.2 s: {wall}"
+    );
+
+    let out = std::process::Command::new(support::triton_python())
+        .arg(repo("bench/baselines/check_equal_work.py"))
+        .args(["--run", "--tensorwire", env!("CARGO_BIN_EXE_tensorwire")])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every PNG of testdata/images and the three texts, each EQUAL.
+    assert_eq!(text.matches("EQUAL").count(), 4 + 3, "{text}");
+}

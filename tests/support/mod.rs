@@ -209,6 +209,12 @@ impl PyServer {
         }
     }
 
+    /// The server's process id (for the Triton server: tritonserver's
+    /// own, serve.py execs it).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server running").id()
+    }
+
     /// Kills the process (SIGKILL) and waits for it.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
