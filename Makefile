@@ -32,7 +32,7 @@ $(VENV)/.installed: testdata/kserve/requirements.txt
 # The real Triton Inference Server (PyPI's nvidia-pytriton) for
 # tests/upstream_triton.rs and the benchmark's Python baselines, in
 # .venv-triton made from Debian's python3.11 (scripts/triton-env.sh says
-# why). About 2 min and 430 MB the first time; then a no-op until
+# why). 1-2 min and 470 MB the first time; then a no-op until
 # testdata/triton/requirements.txt changes.
 testenv-triton:
 	@bash scripts/triton-env.sh

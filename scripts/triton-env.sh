@@ -26,8 +26,10 @@
 # the wrapper .venv-triton/bin/perf_analyzer.
 #
 # Idempotent: does nothing when .venv-triton was made from the current
-# requirements and this script (the stamp file holds their checksum). Prints how long
-# the install took and the virtualenv's size.
+# requirements and this script (the stamp file holds their checksum).
+# Prints how long the install took and the virtualenv's size: 74 s and
+# 473 MB from an empty pip cache (about 130 MB of wheels, 55 MB of them
+# nvidia-pytriton), on the 2-core machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -81,6 +83,10 @@ cat >"$VENV/bin/perf_analyzer" <<WRAP
 LD_LIBRARY_PATH="$(pwd)/$PA/lib\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}" exec "$(pwd)/$PA/bin/perf_analyzer" "\$@"
 WRAP
 chmod +x "$VENV/bin/perf_analyzer"
-"$VENV/bin/perf_analyzer" --version >/dev/null
+"$VENV/bin/perf_analyzer" --version >/dev/null 2>&1 || {
+  echo "triton-env: $VENV/bin/perf_analyzer does not run:" >&2
+  "$VENV/bin/perf_analyzer" --version >&2
+  exit 1
+}
 echo "$want" >"$STAMP"
 echo "triton-env: $VENV ready in $(($(date +%s) - t0)) s, $(du -sh "$VENV" | cut -f1)" >&2
