@@ -4,7 +4,7 @@
 CARGO ?= cargo
 BIN := target/release/tensorwire
 
-.PHONY: all deps build demo test testenv pytest wheel bench fmt lint docker-lint clean
+.PHONY: all deps build demo test testenv testenv-triton pytest wheel bench fmt lint docker-lint clean
 
 all: build
 
@@ -33,7 +33,15 @@ $(VENV)/.installed: testdata/kserve/requirements.txt python/requirements-test.tx
 	$(PIP) -e ./python
 	touch $@
 
-test: deps testenv
+# The real Triton Inference Server (PyPI's nvidia-pytriton) for
+# tests/upstream_triton.rs and the benchmark's Python baselines, in
+# .venv-triton made from Debian's python3.11 (scripts/triton-env.sh says
+# why). 1-2 min and 470 MB the first time; then a no-op until
+# testdata/triton/requirements.txt changes.
+testenv-triton:
+	@bash scripts/triton-env.sh
+
+test: deps testenv testenv-triton
 	$(CARGO) test --all-targets
 	$(MAKE) pytest wheel
 
