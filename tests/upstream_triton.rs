@@ -27,9 +27,8 @@ use tensorwire::config::Config;
 use tensorwire::pipeline::{Pipelines, Plan};
 use tensorwire::server::RunningProxy;
 use tensorwire::transform::{reference, DType, Tensor};
-use tensorwire::upstream::{
-    check_ready, echo::parse_kserve_binary_response, HttpUrl, UpstreamKind,
-};
+use tensorwire::http_pool::blocking::check_ready;
+use tensorwire::upstream::{echo::parse_kserve_binary_response, HttpUrl, UpstreamKind};
 use tensorwire::wire::{ErrorCode, PixelFormat};
 
 /// Pipelines 1 (image -> identity_fp32), 2 (image -> logits), 3 (text ->
@@ -72,14 +71,14 @@ fn config(url: &str) -> Config {
 }
 
 fn image_plan(p: &Pipelines, id: u16) -> std::sync::Arc<tensorwire::transform::image::ImagePlan> {
-    match &p.get(p.index_of(id).unwrap()).plan {
+    match &p.by_id(id).unwrap().plan {
         Plan::Image(i) => i.clone(),
         _ => panic!("pipeline {id} is not an image pipeline"),
     }
 }
 
 fn text_plan(p: &Pipelines, id: u16) -> std::sync::Arc<tensorwire::transform::text::TextPlan> {
-    match &p.get(p.index_of(id).unwrap()).plan {
+    match &p.by_id(id).unwrap().plan {
         Plan::Text(t) => t.clone(),
         _ => panic!("pipeline {id} is not a text pipeline"),
     }
@@ -102,7 +101,7 @@ fn f32s(data: &[u8]) -> Vec<f32> {
 
 fn proxy_and_client(server: &PyServer) -> (RunningProxy, Client, Pipelines) {
     let cfg = config(&server.url());
-    let pipelines = Pipelines::build(&cfg).unwrap();
+    let pipelines = cfg.build_pipelines().unwrap();
     let proxy = RunningProxy::spawn(cfg, "127.0.0.1:0".parse().unwrap()).unwrap();
     let mut c = Client::connect(proxy.addr).unwrap();
     // Python-backend models on a shared 2-core machine: generous.
