@@ -11,6 +11,7 @@
 //! other.
 
 pub mod livegen;
+pub mod replies;
 
 use crate::client::{Client, Faults, RawImage};
 use crate::config::Config;

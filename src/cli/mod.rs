@@ -87,6 +87,10 @@ enum Command {
         /// median and the range (robust against other jobs on the machine).
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// Measure only what a 602 KB echo reply costs the socket ingress,
+        /// with and without UDP GSO (loopback; no root needed).
+        #[arg(long)]
+        replies: bool,
     },
     /// Latency and requests/s the proxy adds in front of a KServe server:
     /// 640x480 photo -> 224x224 FP32 identity model, via tensorwire vs the
@@ -215,7 +219,16 @@ pub fn main() -> ExitCode {
             seconds,
             clients,
         } => bench_upstream(url, &python, &testdata, seconds, clients),
-        Command::Bench { seconds, rounds } => crate::bench::run(seconds, rounds).map(|report| {
+        Command::Bench {
+            seconds,
+            rounds,
+            replies,
+        } => if replies {
+            crate::bench::replies::report(seconds, rounds)
+        } else {
+            crate::bench::run(seconds, rounds)
+        }
+        .map(|report| {
             println!("{report}");
             ExitCode::SUCCESS
         }),

@@ -20,6 +20,7 @@ impl Config {
             socket_buffer_bytes: self.ingress.socket_buffer_bytes,
             tx_queue_datagrams: self.ingress.tx_queue_datagrams,
             max_datagram: self.limits.max_datagram,
+            gso: self.ingress.gso,
         }
     }
 

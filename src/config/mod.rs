@@ -78,6 +78,9 @@ pub struct IngressConfig {
     pub recv_batch: usize,
     pub socket_buffer_bytes: usize,
     pub tx_queue_datagrams: usize,
+    /// Socket ingress: reply fragments in UDP GSO batches (UDP_SEGMENT)
+    /// where the kernel allows; falls back by itself.
+    pub gso: bool,
     pub xdp: XdpConfig,
 }
 
@@ -91,6 +94,7 @@ impl Default for IngressConfig {
             recv_batch: 64,
             socket_buffer_bytes: 8 << 20,
             tx_queue_datagrams: 65536,
+            gso: true,
             xdp: Default::default(),
         }
     }
