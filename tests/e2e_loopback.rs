@@ -302,3 +302,63 @@ fn gso_and_plain_replies_carry_the_same_bytes() {
     }
     assert_eq!(answers[0], answers[1]);
 }
+
+/// `ingress.workers = 2`: two sockets in one SO_REUSEPORT group, each with
+/// its own core. Every client's fragments reach one worker (the kernel
+/// hashes the 4-tuple), so every request completes, shuffled and
+/// duplicated; 16 clients spread over both workers.
+#[test]
+fn two_socket_workers_share_the_port_and_every_request_completes() {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cfg = Config::builtin();
+    cfg.ingress.listen = format!("127.0.0.1:{port}").parse().unwrap();
+    cfg.ingress.workers = tensorwire::config::Workers::Count(2);
+    cfg.admin.listen = String::new();
+    let pipelines = cfg.build_pipelines().unwrap();
+    let Plan::Image(plan) = &pipelines.by_id(1).unwrap().plan else {
+        panic!()
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let server = std::thread::spawn(move || tensorwire::server::serve_udp(&cfg, &flag).unwrap());
+    let img = load_image(&testdata("images/camera.png"), None).unwrap();
+    let want = plan.run_whole(&img.data, img.width, img.height, img.format);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // Serving once DESCRIBE answers (pipelines load first).
+    let mut probe = Client::connect(addr).unwrap();
+    probe.timeout = std::time::Duration::from_millis(200);
+    let t0 = std::time::Instant::now();
+    while probe.describe().is_err() {
+        assert!(t0.elapsed().as_secs() < 30, "the proxy never answered");
+    }
+    for i in 0..16 {
+        let mut c = Client::connect(addr).unwrap();
+        let faults = Faults {
+            reorder: true,
+            dup: 0.05,
+            seed: i,
+            ..Faults::default()
+        };
+        let t = c
+            .send_image(1, &img, None, 1472, &faults)
+            .unwrap()
+            .tensors()
+            .unwrap();
+        assert_eq!(t[0].data, want, "client {i}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let workers = server.join().unwrap();
+    assert_eq!(workers.len(), 2);
+    let done: Vec<u64> = workers.iter().map(|(s, _)| s.requests_completed).collect();
+    assert_eq!(done.iter().sum::<u64>(), 16, "{done:?}");
+    let describes: u64 = workers.iter().map(|(s, _)| s.describe_requests).sum();
+    assert!(describes >= 1);
+    assert!(done.iter().all(|&d| d > 0), "both workers served: {done:?}");
+    for (s, _) in &workers {
+        assert_eq!(s.errors_sent, 0, "{s}");
+    }
+}

@@ -12,6 +12,7 @@
 
 pub mod livegen;
 pub mod replies;
+pub mod workers;
 
 use crate::client::{Client, Faults, RawImage};
 use crate::config::Config;

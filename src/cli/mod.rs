@@ -91,6 +91,13 @@ enum Command {
         /// with and without UDP GSO (loopback; no root needed).
         #[arg(long)]
         replies: bool,
+        /// Measure only 1920x1080 images/s of the socket ingress with 1
+        /// and 2 workers (loopback; no root needed).
+        #[arg(long)]
+        workers: bool,
+        /// Clients for --workers (closed loop, sendmmsg, each its own socket).
+        #[arg(long, default_value_t = 4)]
+        clients: usize,
     },
     /// Latency and requests/s the proxy adds in front of a KServe server:
     /// 640x480 photo -> 224x224 FP32 identity model, via tensorwire vs the
@@ -223,8 +230,12 @@ pub fn main() -> ExitCode {
             seconds,
             rounds,
             replies,
+            workers,
+            clients,
         } => if replies {
             crate::bench::replies::report(seconds, rounds)
+        } else if workers {
+            crate::bench::workers::report(seconds, rounds, clients)
         } else {
             crate::bench::run(seconds, rounds)
         }
@@ -276,12 +287,14 @@ fn run(config: Option<&Path>) -> Result<ExitCode> {
             Err(e) => return Err(e.context(format!("AF_XDP on {}", cfg.ingress.interface))),
         }
     }
-    let (stats, udp) = serve_udp(&cfg, &shutdown)?;
-    tracing::info!(
-        "stopped: {stats} | socket sent={} dropped={}",
-        udp.sent,
-        udp.send_dropped
-    );
+    for (i, (stats, udp)) in serve_udp(&cfg, &shutdown)?.into_iter().enumerate() {
+        tracing::info!(
+            worker = i,
+            "stopped: {stats} | socket sent={} dropped={}",
+            udp.sent,
+            udp.send_dropped
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

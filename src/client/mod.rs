@@ -133,6 +133,11 @@ impl Client {
         })
     }
 
+    /// The client's socket (for senders of their own, e.g. sendmmsg).
+    pub fn socket(&self) -> &UdpSocket {
+        &self.socket
+    }
+
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.socket.local_addr()
     }

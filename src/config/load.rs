@@ -37,8 +37,26 @@ impl Config {
     /// A proxy core for one worker, with pipelines already built (they
     /// are shared between workers).
     pub fn build_proxy_with(&self, pipelines: Pipelines) -> Result<Proxy, BuildError> {
+        self.build_proxy_with_for(pipelines, 1)
+    }
+
+    /// A proxy core for one of `workers` workers: the limits on all
+    /// clients together are split evenly between them (each worker holds
+    /// its own requests); the per-source limits stay whole, since one
+    /// client socket's datagrams all reach one worker.
+    pub fn build_proxy_with_for(
+        &self,
+        pipelines: Pipelines,
+        workers: usize,
+    ) -> Result<Proxy, BuildError> {
+        let mut settings = self.proxy_settings();
+        let l = &mut settings.limits;
+        let n = workers.max(1);
+        l.max_requests_in_flight = l.max_requests_in_flight.div_ceil(n);
+        l.max_bytes_in_flight = l.max_bytes_in_flight.div_ceil(n);
+        l.max_state_bytes = l.max_state_bytes.div_ceil(n);
         let upstreams = self.upstreams.iter().map(|(n, c)| (n.as_str(), c));
-        Proxy::new(self.proxy_settings(), pipelines, upstreams)
+        Proxy::new(settings, pipelines, upstreams)
     }
 
     /// Loads `path` (or the built-in default when `None`), applies

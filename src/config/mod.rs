@@ -81,7 +81,28 @@ pub struct IngressConfig {
     /// Socket ingress: reply fragments in UDP GSO batches (UDP_SEGMENT)
     /// where the kernel allows; falls back by itself.
     pub gso: bool,
+    /// Socket ingress worker threads (one SO_REUSEPORT group): a number,
+    /// or "auto" (one per core).
+    pub workers: Workers,
     pub xdp: XdpConfig,
+}
+
+/// `ingress.workers`: a count, or "auto".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Workers {
+    Count(usize),
+    Named(String),
+}
+
+impl IngressConfig {
+    /// Socket ingress workers: the configured count, or one per core.
+    pub fn worker_count(&self) -> usize {
+        match &self.workers {
+            Workers::Count(n) => (*n).max(1),
+            Workers::Named(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
 }
 
 impl Default for IngressConfig {
@@ -95,6 +116,7 @@ impl Default for IngressConfig {
             socket_buffer_bytes: 8 << 20,
             tx_queue_datagrams: 65536,
             gso: true,
+            workers: Workers::Named("auto".into()),
             xdp: Default::default(),
         }
     }

@@ -15,6 +15,15 @@ impl Config {
         if i.recv_batch == 0 || i.recv_batch > 1024 {
             return Err(invalid("ingress.recv_batch", "must be between 1 and 1024"));
         }
+        match &i.workers {
+            super::Workers::Count(n) if !(1..=1024).contains(n) => {
+                return Err(invalid("ingress.workers", "must be 1..1024 or \"auto\""));
+            }
+            super::Workers::Named(s) if s != "auto" => {
+                return Err(invalid("ingress.workers", "must be a number or \"auto\""));
+            }
+            _ => {}
+        }
         if i.tx_queue_datagrams == 0 {
             return Err(invalid("ingress.tx_queue_datagrams", "must be at least 1"));
         }

@@ -67,7 +67,28 @@ pub struct UdpIngress {
 impl UdpIngress {
     /// Binds `addr` with the configured buffers.
     pub fn bind(addr: SocketAddr, cfg: &UdpSettings) -> io::Result<UdpIngress> {
-        let mut socket = UdpSocket::bind(addr)?;
+        Self::bind_with(addr, cfg, false)
+    }
+
+    /// Binds `addr` with SO_REUSEPORT, so that several workers share the
+    /// port: the kernel spreads clients over the group by a hash of the
+    /// 4-tuple, so all datagrams of one client socket (all fragments of
+    /// its requests) reach the same worker while the group is unchanged.
+    pub fn bind_shared(addr: SocketAddr, cfg: &UdpSettings) -> io::Result<UdpIngress> {
+        Self::bind_with(addr, cfg, true)
+    }
+
+    fn bind_with(addr: SocketAddr, cfg: &UdpSettings, reuse_port: bool) -> io::Result<UdpIngress> {
+        let domain = socket2::Domain::for_address(addr);
+        let s = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+        if addr.is_ipv6() {
+            // As std's bind: a v6 wildcard also takes v4 where the host allows.
+            let _ = s.set_only_v6(false);
+        }
+        s.set_reuse_port(reuse_port)?;
+        s.set_nonblocking(true)?;
+        s.bind(&addr.into())?;
+        let mut socket = UdpSocket::from_std(s.into());
         let fd = socket.as_raw_fd();
         super::set_buffer_size(
             fd,

@@ -67,35 +67,89 @@ impl Drop for RunningProxy {
     }
 }
 
-/// Serves in this thread until `shutdown` is set, logging progress.
-pub fn serve_udp(config: &Config, shutdown: &AtomicBool) -> anyhow::Result<(Stats, UdpStats)> {
-    let mut worker = Worker::new(config.build_proxy()?)?;
-    worker.check_upstreams_ready(READY_TIMEOUT);
-    let mut ingress = UdpIngress::bind(config.ingress.listen, &config.udp_settings())
-        .map_err(|e| anyhow::anyhow!("cannot bind {}: {e}", config.ingress.listen))?;
-    tracing::info!(listen = %ingress.local_addr()?, mode = "socket", pipelines = config.pipelines.len(), "tensorwire serving");
+/// Serves on the UDP socket ingress until `shutdown` is set, logging
+/// progress: `ingress.workers` threads, each with its own socket (one
+/// SO_REUSEPORT group), proxy core, reassembly and model-server pools,
+/// pinned to a core when there are enough. Returns each worker's final
+/// counters.
+pub fn serve_udp(config: &Config, shutdown: &AtomicBool) -> anyhow::Result<Vec<(Stats, UdpStats)>> {
+    let n = config.ingress.worker_count();
+    let settings = config.udp_settings();
+    let pipelines = config.build_pipelines()?;
+    let mut ingresses = Vec::with_capacity(n);
+    let mut listen = config.ingress.listen;
+    for _ in 0..n {
+        let bind = if n > 1 {
+            UdpIngress::bind_shared(listen, &settings)
+        } else {
+            UdpIngress::bind(listen, &settings)
+        };
+        let ingress = bind.map_err(|e| anyhow::anyhow!("cannot bind {listen}: {e}"))?;
+        // Port 0: the others join the port the first one got.
+        listen = ingress.local_addr()?;
+        ingresses.push(ingress);
+    }
+    let mut workers = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut w = Worker::new(config.build_proxy_with_for(pipelines.clone(), n)?)?;
+        if i == 0 {
+            w.check_upstreams_ready(READY_TIMEOUT);
+        }
+        workers.push(w);
+    }
+    tracing::info!(listen = %listen, mode = "socket", workers = n, pipelines = config.pipelines.len(), "tensorwire serving");
     let board = start_admin(config)?;
     let log_every = config.stats.log_interval_ms;
-    let mut since_log = 0u64;
-    ingress.log_every(Some(PUBLISH_EVERY));
-    ingress.run(&mut worker, shutdown, |w, u| {
-        let stats = w.stats();
-        since_log += PUBLISH_EVERY.as_millis() as u64;
-        if log_every > 0 && since_log >= log_every {
-            since_log = 0;
-            tracing::info!(
-                "stats: {stats} | socket sent={} queued={} dropped={}",
-                u.sent,
-                u.send_queued,
-                u.send_dropped
-            );
-        }
-        if let Some(b) = &board {
-            b.publish("proxy", &stats);
-            b.publish("socket", u);
-        }
-    })?;
-    Ok((worker.stats(), ingress.stats.clone()))
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = ingresses
+            .into_iter()
+            .zip(workers)
+            .enumerate()
+            .map(|(i, (mut ingress, mut worker))| {
+                let board = board.clone();
+                scope.spawn(move || -> anyhow::Result<(Stats, UdpStats)> {
+                    if n > 1 && cores >= n {
+                        pin_to_core(i);
+                    }
+                    // One worker keeps the historical keys.
+                    let (pk, sk) = if n == 1 {
+                        ("proxy".to_string(), "socket".to_string())
+                    } else {
+                        (format!("proxy{i}"), format!("socket{i}"))
+                    };
+                    let mut since_log = 0u64;
+                    ingress.log_every(Some(PUBLISH_EVERY));
+                    ingress.run(&mut worker, shutdown, |w, u| {
+                        let stats = w.stats();
+                        since_log += PUBLISH_EVERY.as_millis() as u64;
+                        if log_every > 0 && since_log >= log_every {
+                            since_log = 0;
+                            tracing::info!(
+                                worker = i,
+                                "stats: {stats} | socket sent={} queued={} dropped={}",
+                                u.sent,
+                                u.send_queued,
+                                u.send_dropped
+                            );
+                        }
+                        if let Some(b) = &board {
+                            b.publish(&pk, &stats);
+                            b.publish(&sk, u);
+                        }
+                    })?;
+                    Ok((worker.stats(), ingress.stats.clone()))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("socket worker panicked"))?
+            })
+            .collect()
+    })
 }
 
 /// How long the start-up readiness check waits for each upstream.
