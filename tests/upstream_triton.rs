@@ -24,10 +24,10 @@ use std::time::{Duration, Instant};
 use support::{repo, PyServer};
 use tensorwire::client::{load_image, Client, Faults, RawImage, Reply};
 use tensorwire::config::Config;
-use tensorwire::http_pool::blocking::check_ready;
 use tensorwire::pipeline::{Pipelines, Plan};
 use tensorwire::server::RunningProxy;
 use tensorwire::transform::{reference, DType, Tensor};
+use tensorwire::http_pool::blocking::check_ready;
 use tensorwire::upstream::{echo::parse_kserve_binary_response, HttpUrl, UpstreamKind};
 use tensorwire::wire::{ErrorCode, PixelFormat};
 
