@@ -20,8 +20,42 @@ use prometheus_client::registry::Registry;
 use std::collections::BTreeMap;
 use std::fmt::Error;
 
-/// The exposition's content type.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The OpenMetrics exposition's content type (for scrapers that ask for
+/// it in `Accept`, as Prometheus does).
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The classic Prometheus text format's (curl, `promtool check metrics`).
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The classic Prometheus text format (0.0.4) of an OpenMetrics text:
+/// counter families are named with their `_total` suffix in `# HELP`
+/// and `# TYPE` (OpenMetrics names the family without it), and `# EOF`
+/// goes.
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 64 * counters.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        if let Some((prefix, rest)) = meta {
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            if counters.contains(name) {
+                out.push_str(&format!("{prefix}{name}_total {tail}\n"));
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
 
 /// Upper bounds (seconds) of the latency histograms' buckets.
 pub const LATENCY_BUCKETS: [f64; 18] = [
@@ -602,5 +636,15 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
+        let classic = to_prometheus_text(&text);
+        assert!(
+            classic.contains("# TYPE tensorwire_datagrams_total counter\n"),
+            "{classic}"
+        );
+        assert!(
+            classic.contains("# HELP tensorwire_datagrams_total UDP"),
+            "{classic}"
+        );
+        assert!(!classic.contains("# EOF"));
     }
 }

@@ -8,8 +8,8 @@
 //!   is ready (start-up check or a later probe passed, breaker not open),
 //!   else 503 with the reasons, one a line;
 //! - `GET /describe`: the DESCRIBE JSON with the upstreams' live state;
-//! - `GET /metrics`: the counters in the Prometheus/OpenMetrics text
-//!   format ([`metrics`]);
+//! - `GET /metrics`: the counters in the Prometheus text format
+//!   (OpenMetrics when the scraper's `Accept` asks for it; [`metrics`]);
 //! - `GET /stats`: every snapshot as JSON (`tensorwire stats --json`).
 //!
 //! Workers never take a lock per datagram: they keep plain counters and
@@ -394,11 +394,19 @@ fn answer(board: &Board, req: tiny_http::Request) {
                     Some(d) => (200, JSON, serde_json::to_vec_pretty(&d).unwrap_or_default()),
                     None => (503, TEXT, b"no worker has published yet\n".to_vec()),
                 },
-                "/metrics" => (
-                    200,
-                    metrics::CONTENT_TYPE,
-                    metrics::encode(&board.scrape()).into_bytes(),
-                ),
+                "/metrics" => {
+                    let text = metrics::encode(&board.scrape());
+                    let openmetrics = req.headers().iter().any(|h| {
+                        h.field.equiv("Accept")
+                            && h.value.as_str().contains("application/openmetrics-text")
+                    });
+                    if openmetrics {
+                        (200, metrics::OPENMETRICS, text.into_bytes())
+                    } else {
+                        let classic = metrics::to_prometheus_text(&text);
+                        (200, metrics::PROMETHEUS_TEXT, classic.into_bytes())
+                    }
+                }
                 "/stats" => (
                     200,
                     JSON,
