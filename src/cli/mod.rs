@@ -257,8 +257,10 @@ fn parse_format(s: &str) -> Result<PixelFormat, String> {
 fn init_logging(format: crate::config::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TENSORWIRE_LOG")
         .unwrap_or_else(|_| "info".into());
+    use std::io::IsTerminal;
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         crate::config::LogFormat::Json => b.json().flatten_event(true).init(),

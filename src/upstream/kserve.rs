@@ -110,7 +110,7 @@ pub fn check_inputs(
     for t in sent {
         let Some(i) = inputs.iter().find(|i| i["name"] == t.name.as_str()) else {
             return Err(format!(
-                "the pipeline sends {t}, but the model has no input `{}`; its inputs: {}                  (set the pipeline's tensor name to one of them)",
+                "the pipeline sends {t}, but the model has no input `{}`; its inputs: {} (set the pipeline's tensor name to one of them)",
                 t.name,
                 all()
             ));
@@ -134,7 +134,7 @@ pub fn check_inputs(
                 .all(|(m, s)| *m == -1 || s.is_none_or(|s| s == *m));
         if !fits {
             let hint = if shape.len() + 1 == t.shape.len() {
-                " (the proxy sends a batch of one, [1, ...]: the model needs a batch                  dimension, -1 first; Triton: max_batch_size > 0)"
+                " (the proxy sends a batch of one, [1, ...]: the model needs a batch dimension, -1 first; Triton: max_batch_size > 0)"
             } else {
                 ""
             };
