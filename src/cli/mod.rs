@@ -335,7 +335,11 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         } => send_text(&file, &server, pipeline, overlap, &send),
         Command::Demo { image, text } => {
             let (image, text) = demo::inputs(image, text)?;
-            demo::demo(&image, &text)
+            let r = demo::demo(&image, &text);
+            // The built-in inputs' copies, if any.
+            let dir = std::env::temp_dir().join(format!("tensorwire-demo-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(dir);
+            r
         }
         Command::BenchUpstream {
             url,
