@@ -8,7 +8,6 @@
 
 mod ops_support;
 
-#[allow(dead_code)]
 mod support;
 
 use ops_support::{
