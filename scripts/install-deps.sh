@@ -2,11 +2,11 @@
 # Installs what building and testing tensorwire needs on Debian/Ubuntu:
 # clang/llvm (the XDP program), libbpf/libelf/zlib headers, m4, pkg-config,
 # iproute2 and iputils-ping (network-namespace tests), python3-venv (the
-# upstream tests' virtualenv). Does nothing when all
-# are present.
+# upstream tests' virtualenv), prometheus (its promtool checks the admin
+# endpoint's /metrics in the tests). Does nothing when all are present.
 set -euo pipefail
 
-packages=(clang llvm libbpf-dev libelf-dev zlib1g-dev m4 pkg-config iproute2 iputils-ping)
+packages=(clang llvm libbpf-dev libelf-dev zlib1g-dev m4 pkg-config iproute2 iputils-ping prometheus)
 # `make testenv` needs `python3 -m venv` (with ensurepip): Debian ships it
 # separately; a python.org/pyenv build has it already.
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then

@@ -430,18 +430,20 @@ fn describe_reports_readiness_at_start_and_now() {
             .spawn()
             .unwrap(),
     );
-    let describe = || -> Option<serde_json::Value> {
+    // Exit 0 when every upstream is ready now, 3 when one is not; both
+    // print the document (1: the proxy did not answer).
+    let describe = || -> Option<(i32, serde_json::Value)> {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_tensorwire"))
             .args(["describe", "--server", &listen, "--timeout", "0.5"])
             .output()
             .unwrap();
-        out.status
-            .success()
-            .then(|| serde_json::from_slice(&out.stdout).unwrap())
+        let code = out.status.code().unwrap_or(-1);
+        matches!(code, 0 | 3).then(|| (code, serde_json::from_slice(&out.stdout).unwrap()))
     };
     let t0 = Instant::now();
     let d = loop {
-        if let Some(d) = describe() {
+        if let Some((code, d)) = describe() {
+            assert_eq!(code, 0, "{d}");
             break d;
         }
         assert!(
@@ -455,7 +457,8 @@ fn describe_reports_readiness_at_start_and_now() {
     assert_eq!(u["ready_at_start"], true, "{u}");
     assert_eq!(u["ready_now"], true, "{u}");
     server.kill();
-    let d = describe().unwrap();
+    let (code, d) = describe().unwrap();
+    assert_eq!(code, 3, "not ready now: exit 3");
     let u = &d["upstreams"][0];
     assert_eq!(u["ready_at_start"], true);
     assert_eq!(u["ready_now"], false, "{u}");

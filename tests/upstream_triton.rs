@@ -284,6 +284,22 @@ fn image_tensors_and_logits_against_real_triton() {
         serde_json::json!([-1, 3, 224, 224]),
         "{meta}"
     );
+    // The start-up metadata check (`check_metadata`) against Triton's
+    // own metadata: every pipeline matches (input__0 with the batch
+    // dimension; the text inputs INT64 [-1, -1]); the default name
+    // `input` is a mismatch naming both sides.
+    let cfg = config(&server.url());
+    let check = |c: &Config| tensorwire::server::checks::check_metadata(c, Duration::from_secs(5));
+    check(&cfg).unwrap();
+    let mut bad = cfg.clone();
+    bad.pipelines[1].image.as_mut().unwrap().tensor_name = "input".into();
+    let e = check(&bad).unwrap_err().to_string();
+    assert!(
+        e.contains("pipelines[1].image.tensor_name")
+            && e.contains("`input` FP32 [1, 3, 224, 224]")
+            && e.contains("`input__0` FP32 [-1, 3, 224, 224]"),
+        "{e}"
+    );
     let url = HttpUrl::parse(&server.url()).unwrap();
     for m in ["identity_fp32", "logits", "text_identity", "text_head"] {
         check_ready(UpstreamKind::Kserve, &url, m, "", Duration::from_secs(5))

@@ -324,10 +324,28 @@ fn sigkill_leaves_no_program_attached() {
             &net.proxy_ns,
             env!("CARGO_BIN_EXE_tensorwire"),
             "stats",
+            "--json",
         ])
         .output()
         .unwrap();
     let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).expect("stats JSON");
+    // The same counters on /metrics (Prometheus text), per RX queue.
+    let metrics = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &net.proxy_ns,
+            env!("CARGO_BIN_EXE_tensorwire"),
+            "stats",
+        ])
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.stdout).to_string();
+    assert!(
+        metrics.contains("tensorwire_af_xdp_frames_received_total{queue=\"0\"}")
+            && metrics.contains("tensorwire_xdp_program_steered_total"),
+        "{metrics}"
+    );
     // SAFETY: plain libc call on our child.
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     child.wait().unwrap();

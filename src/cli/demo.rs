@@ -3,6 +3,7 @@
 //! socket on loopback; every tensor checked against the same transform
 //! computed locally.
 
+use super::out::outln;
 use super::{exit, geometry, print_tensor};
 use crate::client::{load_image, Client, Faults, RawImage};
 use crate::config::Config;
@@ -15,34 +16,60 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
+/// The demo's default inputs, built into the binary so that the demo runs
+/// from any directory.
+const ASTRONAUT_PNG: &[u8] = include_bytes!("../../testdata/images/astronaut.png");
+const ZEN_TXT: &[u8] = include_bytes!("../../testdata/text/zen-of-python.txt");
+
+/// The image and text to send: the given paths, or the built-in ones
+/// written to a temporary directory.
+pub fn inputs(
+    image: Option<std::path::PathBuf>,
+    text: Option<std::path::PathBuf>,
+) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let dir = std::env::temp_dir().join(format!("tensorwire-demo-{}", std::process::id()));
+    let builtin = |name: &str, bytes: &[u8]| -> Result<std::path::PathBuf> {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).with_context(|| format!("cannot write {}", p.display()))?;
+        Ok(p)
+    };
+    let image = match image {
+        Some(p) => p,
+        None => builtin("astronaut.png", ASTRONAUT_PNG)?,
+    };
+    let text = match text {
+        Some(p) => p,
+        None => builtin("zen-of-python.txt", ZEN_TXT)?,
+    };
+    Ok((image, text))
+}
+
 /// The demo: a proxy and a client, one image (rows and tiles) and one
 /// text, each checked against the same transform computed here. Over
 /// AF_XDP between two private network namespaces when this process may
 /// create them (root, iproute2); otherwise over a UDP socket on loopback.
 pub fn demo(image: &Path, text: &Path) -> Result<ExitCode> {
     let cfg = Config::builtin();
-    let img = load_image(image, None).with_context(|| {
-        format!(
-            "cannot decode {} (run from the repository root)",
-            image.display()
-        )
-    })?;
+    let img =
+        load_image(image, None).with_context(|| format!("cannot decode {}", image.display()))?;
     let body = std::fs::read(text).with_context(|| format!("cannot read {}", text.display()))?;
     match crate::netns::Netns::new(1) {
         Some(net) => match demo_xdp(&cfg, &net, img.clone(), body.clone(), image, text) {
             Ok(ok) => return Ok(exit(ok)),
-            Err(e) => println!("AF_XDP not possible here ({e:#}): falling back to a UDP socket on loopback"),
+            Err(e) => outln!("AF_XDP not possible here ({e:#}): falling back to a UDP socket on loopback"),
         },
-        None => println!("not root or no iproute2: no private network for AF_XDP; falling back to a UDP socket on loopback"),
+        None => outln!("not root or no iproute2: no private network for AF_XDP; falling back to a UDP socket on loopback"),
     }
     let proxy = RunningProxy::spawn(cfg.clone(), "127.0.0.1:0".parse().unwrap())?;
-    println!(
+    outln!(
         "tensorwire demo: proxy on udp://{} (socket ingress, echo upstream)",
         proxy.addr
     );
     let ok = demo_client(&cfg, proxy.addr, &img, &body, image, text)?;
     let (stats, _) = proxy.stop()?;
-    println!("proxy counters: {stats}");
+    outln!("proxy counters: {stats}");
     Ok(exit(ok))
 }
 
@@ -79,7 +106,7 @@ fn demo_xdp(
         .recv()
         .map_err(|_| anyhow::anyhow!("proxy thread ended"))?
         .map_err(anyhow::Error::msg)?;
-    println!(
+    outln!(
         "tensorwire demo: AF_XDP ingress ({mode} XDP) on {} ({}:7878) in network namespace {}; client in {}",
         net.proxy_if, net.proxy_ip, net.proxy_ns, net.client_ns
     );
@@ -95,9 +122,9 @@ fn demo_xdp(
     let (workers, counters) = proxy
         .join()
         .map_err(|_| anyhow::anyhow!("proxy thread panicked"))??;
-    println!("XDP program counters: {counters:?}");
+    outln!("XDP program counters: {counters:?}");
     for (stats, q) in workers {
-        println!(
+        outln!(
             "queue {} ({} copy): {stats} | frames {} replies {}",
             q.queue,
             if q.zero_copy { "zero" } else { "kernel" },
@@ -120,7 +147,7 @@ fn demo_client(
     let mut c = Client::connect(server)?;
     let d = c.describe()?;
     for p in d["pipelines"].as_array().into_iter().flatten() {
-        println!(
+        outln!(
             "  pipeline {} {:<9} {:<5} -> {}",
             p["id"],
             p["name"].as_str().unwrap_or(""),
@@ -144,7 +171,7 @@ fn demo_client(
         let reply = c.send_image(1, img, tiles, 1472, &faults)?;
         let took = t0.elapsed();
         let t = reply.tensors().map_err(anyhow::Error::msg)?;
-        println!(
+        outln!(
             "image {} {}x{} {} as {label} (shuffled, 5% duplicated) -> {:.1} ms",
             image.display(),
             img.width,
@@ -155,7 +182,7 @@ fn demo_client(
         print_tensor(&t[0]);
         let exact = t[0].data == expected;
         ok &= exact;
-        println!(
+        outln!(
             "  equals the pipeline's transform computed locally: {}",
             if exact { "yes, bit for bit" } else { "NO" }
         );
@@ -182,7 +209,7 @@ fn demo_client(
         .max()
         .unwrap_or(0);
     let same = ours.iter().zip(&theirs).filter(|(a, b)| a == b).count() as f64 / ours.len() as f64;
-    println!(
+    outln!(
         "  resized pixels vs the image crate's Triangle resize: {:.1}% equal, max difference {max}",
         same * 100.0
     );
@@ -194,7 +221,7 @@ fn demo_client(
     let reply = c.send_text(2, body, 64, 1472, &faults)?;
     let took = t0.elapsed();
     let t = reply.tensors().map_err(anyhow::Error::msg)?;
-    println!(
+    outln!(
         "text {} ({} bytes, chunks overlap 64 bytes) -> {:.1} ms",
         text.display(),
         body.len(),
@@ -207,7 +234,7 @@ fn demo_client(
         .map_err(anyhow::Error::msg)?;
     let exact = t == want;
     ok &= exact;
-    println!(
+    outln!(
         "  equals the tokenizers crate on the whole text: {}",
         if exact { "yes" } else { "NO" }
     );

@@ -1,8 +1,17 @@
 //! The `tensorwire` command line. Errors get context here (anyhow); the
 //! library's errors are typed. `demo.rs` is the end-to-end demo,
-//! `test_server.rs` starts the KServe test server for the benches.
+//! `test_server.rs` starts the KServe test server for the benches,
+//! `out.rs` writes to stdout without panicking on a closed pipe.
+//!
+//! Exit codes: 0 success; 1 failure (cannot reach the proxy, I/O, an
+//! endpoint answered not healthy/ready); 2 the proxy answered ERROR
+//! (`send-image`, `send-text`); 3 `describe`: a model server is not
+//! ready; 64 usage error (sysexits EX_USAGE: unknown argument, bad
+//! value); 78 unusable configuration (EX_CONFIG, the message names the
+//! key; also a model whose metadata does not match its pipeline).
 
 mod demo;
+pub(crate) mod out;
 mod test_server;
 
 use crate::client::{load_image, npy, Client, Faults, OutputGeometry, Reply};
@@ -11,7 +20,8 @@ use crate::server::serve_udp;
 use crate::transform::Tensor;
 use crate::wire::PixelFormat;
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use out::outln;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -21,12 +31,23 @@ use std::time::{Duration, Instant};
 
 /// Exit code for an unusable configuration (sysexits EX_CONFIG).
 pub const EXIT_CONFIG: u8 = 78;
+/// Exit code for a usage error (sysexits EX_USAGE).
+pub const EXIT_USAGE: u8 = 64;
+/// Exit code when the proxy answered a request with ERROR.
+pub const EXIT_PROXY_ERROR: u8 = 2;
+/// Exit code of `describe` when a model server is not ready.
+pub const EXIT_NOT_READY: u8 = 3;
+
+/// The admin endpoint's default address (admin.listen).
+const ADMIN_DEFAULT: &str = "127.0.0.1:9878";
 
 #[derive(Parser, Debug)]
 #[command(
     name = "tensorwire",
     version,
-    about = "AI inference preprocessing on the packet path (TWP/1 proxy)"
+    about = "AI inference preprocessing on the packet path (TWP/1 proxy)",
+    after_help = "Exit codes: 0 ok, 1 failure, 2 the proxy answered ERROR, 3 describe: an upstream \
+                  is not ready, 64 usage error, 78 unusable configuration."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -41,19 +62,43 @@ enum Command {
         #[arg(long, short, env = "TENSORWIRE_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// Print a running proxy's DESCRIBE document.
+    /// Check or show a configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print a running proxy's DESCRIBE document, with each model server's
+    /// readiness asked now (exit 3 when one is not ready).
     Describe(ServerArgs),
-    /// Print a running proxy's counters (XDP program, AF_XDP workers, proxy core).
+    /// Print a running proxy's metrics (Prometheus text from the admin
+    /// endpoint's /metrics, or every counter as JSON with --json).
     Stats {
         /// The proxy's admin endpoint (admin.listen).
-        #[arg(long, default_value = "127.0.0.1:9878")]
+        #[arg(long, default_value = ADMIN_DEFAULT)]
         admin: SocketAddr,
+        /// Print /stats (every counter as JSON) instead of /metrics.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask a running proxy's admin endpoint whether it is healthy
+    /// (GET /healthz) or ready (GET /readyz): exit 0 on HTTP 200, else 1
+    /// with the reason (for container health checks).
+    Health {
+        /// The proxy's admin endpoint (admin.listen).
+        #[arg(long, default_value = ADMIN_DEFAULT)]
+        admin: SocketAddr,
+        /// Ask /readyz (ingress bound, model servers ready) instead of /healthz.
+        #[arg(long)]
+        ready: bool,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 3.0)]
+        timeout: f64,
     },
     /// Send an image; print (or save) the tensors that come back.
     SendImage {
+        /// Image file (PNG or JPEG).
         file: PathBuf,
         #[command(flatten)]
         server: ServerArgs,
+        /// Pipeline id to send to.
         #[arg(long, default_value_t = 1)]
         pipeline: u16,
         /// Send IMAGE_TILE fragments (tiles with halo) instead of rows.
@@ -67,9 +112,11 @@ enum Command {
     },
     /// Send a text (a file, or - for stdin); print (or save) the token tensors.
     SendText {
+        /// Text file, or - for stdin.
         file: PathBuf,
         #[command(flatten)]
         server: ServerArgs,
+        /// Pipeline id to send to.
         #[arg(long, default_value_t = 2)]
         pipeline: u16,
         /// Bytes each chunk repeats from the previous one.
@@ -107,15 +154,14 @@ enum Command {
         /// (default: start one with --python on a free loopback port).
         #[arg(long)]
         url: Option<String>,
-        /// Python with the kserve package (make testenv).
-        #[arg(
-            long,
-            env = "TENSORWIRE_TEST_PYTHON",
-            default_value = ".venv/bin/python"
-        )]
-        python: PathBuf,
-        #[arg(long, default_value = "testdata")]
-        testdata: PathBuf,
+        /// Python with the kserve package (make testenv; default: the
+        /// repository's .venv/bin/python).
+        #[arg(long, env = "TENSORWIRE_TEST_PYTHON")]
+        python: Option<PathBuf>,
+        /// The repository's testdata directory (default: ./testdata, else
+        /// the one of the source tree this binary was built from).
+        #[arg(long)]
+        testdata: Option<PathBuf>,
         /// Seconds of measurement (the paths take turns).
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
@@ -125,11 +171,46 @@ enum Command {
     },
     /// End-to-end demo on loopback: starts a proxy, sends an image and a text, checks the tensors.
     Demo {
-        #[arg(long, default_value = "testdata/images/astronaut.png")]
-        image: PathBuf,
-        #[arg(long, default_value = "testdata/text/zen-of-python.txt")]
-        text: PathBuf,
+        /// Image to send (default: the astronaut photo built into the binary).
+        #[arg(long)]
+        image: Option<PathBuf>,
+        /// Text to send (default: the Zen of Python built into the binary).
+        #[arg(long)]
+        text: Option<PathBuf>,
     },
+    /// Print a shell completion script (e.g. `tensorwire completions bash >
+    /// /etc/bash_completion.d/tensorwire`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Load and validate a config file (with the environment's
+    /// TENSORWIRE__* overrides), building its pipelines: exit 0, or 78
+    /// naming the key.
+    Check {
+        /// The TOML file.
+        file: PathBuf,
+    },
+    /// Print the effective configuration: the file (or the built-in
+    /// default) after defaults and TENSORWIRE__* environment overrides.
+    Show {
+        /// TOML config (default: the built-in config/tensorwire.toml).
+        #[arg(long, short, env = "TENSORWIRE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ShowFormat::Toml)]
+        format: ShowFormat,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum ShowFormat {
+    Toml,
+    Json,
 }
 
 #[derive(Args, Debug)]
@@ -159,6 +240,7 @@ struct SendArgs {
     /// Shuffle the datagrams.
     #[arg(long)]
     reorder: bool,
+    /// Seed of the drop/dup/reorder choices.
     #[arg(long, default_value_t = 1)]
     seed: u64,
 }
@@ -181,28 +263,72 @@ fn parse_format(s: &str) -> Result<PixelFormat, String> {
         .ok_or_else(|| format!("unknown pixel format {s} (GRAY8, RGB8, BGR8, RGBA8, BGRA8)"))
 }
 
+/// Sets up logging: `log.format` "text" (default) or "json", level from
+/// TENSORWIRE_LOG (default info), to stderr.
+fn init_logging(format: crate::config::LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TENSORWIRE_LOG")
+        .unwrap_or_else(|_| "info".into());
+    use std::io::IsTerminal;
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        crate::config::LogFormat::Json => b.json().flatten_event(true).init(),
+        crate::config::LogFormat::Text => b.init(),
+    }
+}
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TENSORWIRE_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let usage = !matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion);
+            if usage {
+                let _ = e.print();
+                return ExitCode::from(EXIT_USAGE);
+            }
+            out::text(&e.render().to_string());
+            return ExitCode::SUCCESS;
+        }
+    };
     let result = match cli.command {
         Command::Run { config } => run(config.as_deref()),
-        Command::Describe(s) => describe(&s),
-        Command::Stats { admin } => {
-            let v = crate::admin::fetch(admin, Duration::from_secs(3)).with_context(|| {
-                format!("no admin endpoint at {admin} (is the proxy running? admin.listen)")
-            });
-            v.and_then(|v| {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-                Ok(ExitCode::SUCCESS)
-            })
+        command => {
+            init_logging(crate::config::LogFormat::Text);
+            dispatch(command)
         }
+    };
+    out::flush();
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tensorwire: error: {e:#}");
+            if e.downcast_ref::<crate::config::ConfigError>().is_some() {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn dispatch(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Run { .. } => unreachable!("handled in main"),
+        Command::Config(ConfigCommand::Check { file }) => config_check(&file),
+        Command::Config(ConfigCommand::Show { config, format }) => {
+            config_show(config.as_deref(), format)
+        }
+        Command::Describe(s) => describe(&s),
+        Command::Stats { admin, json } => stats(admin, json),
+        Command::Health {
+            admin,
+            ready,
+            timeout,
+        } => health(admin, ready, timeout),
         Command::SendImage {
             file,
             server,
@@ -218,14 +344,32 @@ pub fn main() -> ExitCode {
             overlap,
             send,
         } => send_text(&file, &server, pipeline, overlap, &send),
-        Command::Demo { image, text } => demo::demo(&image, &text),
+        Command::Demo { image, text } => {
+            let (image, text) = demo::inputs(image, text)?;
+            let r = demo::demo(&image, &text);
+            // The built-in inputs' copies, if any.
+            let dir = std::env::temp_dir().join(format!("tensorwire-demo-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(dir);
+            r
+        }
         Command::BenchUpstream {
             url,
             python,
             testdata,
             seconds,
             clients,
-        } => bench_upstream(url, &python, &testdata, seconds, clients),
+        } => {
+            let testdata = match testdata {
+                Some(t) => t,
+                None => repo_path("testdata")?,
+            };
+            let python = match (python, &url) {
+                (Some(p), _) => p,
+                (None, Some(_)) => PathBuf::from("python3"),
+                (None, None) => repo_path(".venv/bin/python")?,
+            };
+            bench_upstream(url, &python, &testdata, seconds, clients)
+        }
         Command::Bench {
             seconds,
             rounds,
@@ -240,25 +384,120 @@ pub fn main() -> ExitCode {
             crate::bench::run(seconds, rounds)
         }
         .map(|report| {
-            println!("{report}");
+            outln!("{report}");
             ExitCode::SUCCESS
         }),
+        Command::Completions { shell } => {
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "tensorwire", &mut buf);
+            out::text(&String::from_utf8_lossy(&buf));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// A path of the repository: `rel` under the current directory, else
+/// under the source tree this binary was built from.
+fn repo_path(rel: &str) -> Result<PathBuf> {
+    let here = PathBuf::from(rel);
+    if here.exists() {
+        return Ok(here);
+    }
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+    if built.exists() {
+        return Ok(built);
+    }
+    bail!(
+        "cannot find {rel}: not in the current directory nor in the source tree this binary \
+         was built from ({}); run from the repository or pass the path",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+fn config_check(file: &Path) -> Result<ExitCode> {
+    let cfg = Config::load(Some(file))?;
+    // Tokenizers load, tensors are planned: what `run` would build.
+    cfg.build_pipelines()
+        .map_err(|e| crate::config::ConfigError::Invalid {
+            key: "pipelines".into(),
+            msg: e.to_string(),
+        })?;
+    outln!(
+        "{}: ok ({} pipeline(s), {} upstream(s))",
+        file.display(),
+        cfg.pipelines.len(),
+        cfg.upstreams.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn config_show(file: Option<&Path>, format: ShowFormat) -> Result<ExitCode> {
+    let cfg = Config::load(file)?;
+    let text = match format {
+        ShowFormat::Json => serde_json::to_string_pretty(&cfg)? + "\n",
+        ShowFormat::Toml => {
+            // Through JSON: TOML has no null, and keys keep their order.
+            let mut v: serde_json::Value = serde_json::to_value(&cfg)?;
+            drop_nulls(&mut v);
+            toml::to_string_pretty(&v).context("the configuration as TOML")?
+        }
     };
-    match result {
-        Ok(code) => code,
+    out::text(&text);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Removes null values (unset optional keys): TOML has no null.
+fn drop_nulls(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            m.retain(|_, x| !x.is_null());
+            m.values_mut().for_each(drop_nulls);
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(drop_nulls),
+        _ => {}
+    }
+}
+
+fn stats(admin: SocketAddr, json: bool) -> Result<ExitCode> {
+    let path = if json { "/stats" } else { "/metrics" };
+    let (status, body) =
+        crate::admin::get(admin, path, Duration::from_secs(3)).with_context(|| {
+            format!("no admin endpoint at {admin} (is the proxy running? admin.listen)")
+        })?;
+    if status != 200 {
+        bail!("GET http://{admin}{path}: HTTP {status}: {}", body.trim());
+    }
+    out::text(&body);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn health(admin: SocketAddr, ready: bool, timeout: f64) -> Result<ExitCode> {
+    let path = if ready { "/readyz" } else { "/healthz" };
+    match crate::admin::get(admin, path, Duration::from_secs_f64(timeout)) {
+        Ok((200, body)) => {
+            outln!("{}", body.trim_end());
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok((status, body)) => {
+            eprintln!("tensorwire: GET http://{admin}{path}: HTTP {status}");
+            eprint!("{body}");
+            Ok(ExitCode::FAILURE)
+        }
         Err(e) => {
-            eprintln!("tensorwire: error: {e:#}");
-            if e.downcast_ref::<crate::config::ConfigError>().is_some() {
-                ExitCode::from(EXIT_CONFIG)
-            } else {
-                ExitCode::FAILURE
-            }
+            eprintln!("tensorwire: no admin endpoint at {admin} ({e}); is the proxy running? (admin.listen)");
+            Ok(ExitCode::FAILURE)
         }
     }
 }
 
 fn run(config: Option<&Path>) -> Result<ExitCode> {
-    let cfg = Config::load(config)?;
+    let cfg = Config::load(config);
+    init_logging(
+        cfg.as_ref()
+            .map(|c| c.log.format)
+            .unwrap_or(crate::config::LogFormat::Text),
+    );
+    let cfg = cfg?;
     let shutdown = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, shutdown.clone()).context("installing signal handlers")?;
@@ -324,7 +563,7 @@ fn bench_upstream(
         "KServe at {url}; {seconds} s, the paths interleaved request by request, {clients} client(s), closed loop"
     );
     let r = crate::bench_upstream::run(&url, seconds, clients, testdata)?;
-    println!("{}", crate::bench_upstream::table(&r));
+    outln!("{}", crate::bench_upstream::table(&r));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -357,7 +596,26 @@ fn describe(s: &ServerArgs) -> Result<ExitCode> {
             }
         }
     }
-    println!("{}", serde_json::to_string_pretty(&d)?);
+    outln!("{}", serde_json::to_string_pretty(&d)?);
+    let not_ready: Vec<String> = d["upstreams"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|u| u["ready_now"] == false)
+        .map(|u| {
+            format!(
+                "upstream {} not ready: {}",
+                u["name"].as_str().unwrap_or("?"),
+                u["not_ready_now_because"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    if !not_ready.is_empty() {
+        for m in &not_ready {
+            eprintln!("tensorwire: {m}");
+        }
+        return Ok(ExitCode::from(EXIT_NOT_READY));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -424,11 +682,11 @@ fn send_text(
 
 fn report(reply: Reply, took: Duration, out: Option<&Path>) -> Result<ExitCode> {
     if let Reply::Error { code, message } = &reply {
-        println!("ERROR {code} ({}): {message}", *code as u16);
-        return Ok(ExitCode::from(2));
+        outln!("ERROR {code} ({}): {message}", *code as u16);
+        return Ok(ExitCode::from(EXIT_PROXY_ERROR));
     }
     let tensors = reply.tensors().map_err(anyhow::Error::msg)?;
-    println!("answered in {:.2} ms", took.as_secs_f64() * 1e3);
+    outln!("answered in {:.2} ms", took.as_secs_f64() * 1e3);
     for t in &tensors {
         print_tensor(t);
     }
@@ -443,7 +701,7 @@ fn report(reply: Reply, took: Duration, out: Option<&Path>) -> Result<ExitCode> 
             let mut f = std::fs::File::create(&path)
                 .with_context(|| format!("cannot create {}", path.display()))?;
             npy::write_npy(&mut f, t)?;
-            println!("wrote {}", path.display());
+            outln!("wrote {}", path.display());
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -471,7 +729,7 @@ fn print_tensor(t: &Tensor) {
             .collect(),
         _ => t.data.iter().take(12).map(|b| b.to_string()).collect(),
     };
-    println!(
+    outln!(
         "  {:<15} {:<5} shape {:?}  fnv64 {:016x}  [{}, ...]",
         t.name,
         t.dtype.name(),

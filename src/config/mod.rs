@@ -49,6 +49,8 @@ pub struct Config {
     pub stats: StatsConfig,
     #[serde(default)]
     pub admin: AdminConfig,
+    #[serde(default)]
+    pub log: LogConfig,
     /// Model servers by name (`[upstreams.<name>]`); pipelines name one,
     /// or the built-in `echo`.
     #[serde(default)]
@@ -136,7 +138,7 @@ impl Default for StatsConfig {
     }
 }
 
-/// The admin endpoint (counters as JSON for `tensorwire stats`).
+/// The admin endpoint: HTTP with /healthz, /readyz, /describe, /metrics.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
@@ -150,6 +152,23 @@ impl Default for AdminConfig {
             listen: "127.0.0.1:9878".into(),
         }
     }
+}
+
+/// `[log]`: how the log lines look (the level comes from TENSORWIRE_LOG).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+}
+
+/// `log.format`: human-readable lines, or one JSON object a line with
+/// each field apart (for log collectors).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 #[cfg(test)]

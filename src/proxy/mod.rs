@@ -10,9 +10,9 @@ mod reply;
 mod stats;
 
 pub use reply::{ReplySink, ReplyWriter};
-pub use stats::Stats;
+pub use stats::{record as record_latency, PipelineLatency, PipelineStats, Stats};
 
-use crate::pipeline::{Pipelines, RequestState, ResizeCache};
+use crate::pipeline::{PipelineIx, Pipelines, RequestState, ResizeCache};
 use crate::reassembly::{Key, Limits, Outcome, Reassembler, Reject, Release, Request};
 use crate::upstream::echo::kserve_binary_response;
 use crate::upstream::{
@@ -72,7 +72,16 @@ struct Waiting {
     pipeline_id: u16,
     upstream: UpstreamIx,
     release: Release,
+    pipeline: PipelineIx,
+    /// The request's first fragment and its hand-over (latencies).
+    first_seen: Instant,
+    called_at: Instant,
 }
+
+/// A second instant source for the core: "tensor ready" is measured
+/// after the transform's work within one call. The worker passes
+/// `Instant::now`; tests pass a fake or none (then `now` is used).
+pub type Clock = Box<dyn Fn() -> Instant + Send>;
 
 /// The proxy core for one worker.
 pub struct Proxy {
@@ -97,6 +106,9 @@ pub struct Proxy {
     /// Calls for the I/O side, taken with [`Proxy::poll_call`].
     calls: VecDeque<UpstreamCall>,
     next_call: CallId,
+    /// Latency histograms per pipeline (indexed by [`PipelineIx`]).
+    latency: Vec<PipelineLatency>,
+    clock: Option<Clock>,
 }
 
 impl Proxy {
@@ -125,9 +137,23 @@ impl Proxy {
                     }),
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let mut stats = Stats::default();
         let replies =
             ReplyWriter::new(settings.reply_payload_max_v4, settings.reply_payload_max_v6);
+        stats.pipelines = pipelines
+            .iter()
+            .map(|p| PipelineStats {
+                id: p.id,
+                name: p.name.clone(),
+                ..Default::default()
+            })
+            .collect();
         let mut proxy = Proxy {
+            latency: pipelines
+                .iter()
+                .map(|_| PipelineLatency::default())
+                .collect(),
+            clock: None,
             deadlines: upstreams.iter().map(|_| VecDeque::new()).collect(),
             upstreams,
             routes,
@@ -141,11 +167,31 @@ impl Proxy {
             pipelines,
             describe: Vec::new(),
             replies,
-            stats: Stats::default(),
+            stats,
             expired: Vec::new(),
         };
         proxy.refresh_describe();
         Ok(proxy)
+    }
+
+    /// Gives the core a clock for the "tensor ready" instant (see [`Clock`]).
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.clock = Some(clock);
+    }
+
+    /// The instant after work done within a call that began at `now`.
+    fn later(&self, now: Instant) -> Instant {
+        self.clock.as_ref().map_or(now, |c| c().max(now))
+    }
+
+    /// Latency histograms per pipeline, in configuration order.
+    pub fn latency(&self) -> &[PipelineLatency] {
+        &self.latency
+    }
+
+    /// The DESCRIBE document with the upstreams' live state.
+    pub fn describe_now(&self) -> serde_json::Value {
+        describe::document(&self.settings, &self.pipelines, &self.upstreams)
     }
 
     pub fn settings(&self) -> &ProxySettings {
@@ -219,6 +265,9 @@ impl Proxy {
         msg: &str,
     ) {
         self.stats.error(code);
+        if let Some(ix) = self.pipelines.index_of(pipeline) {
+            self.stats.pipelines[ix.0].errors_by_code[code.index()] += 1;
+        }
         self.replies
             .error(out, key.client, key.request_id, pipeline, code, msg);
     }
@@ -318,11 +367,13 @@ impl Proxy {
             Ok(Outcome::Pending) => {
                 self.stats.fragments_accepted += 1;
                 self.stats.requests_started += new_request as u64;
+                self.stats.pipelines[ix.0].requests_started += new_request as u64;
             }
             Ok(Outcome::Duplicate) => self.stats.duplicate_fragments += 1,
             Ok(Outcome::Complete(req)) => {
                 self.stats.fragments_accepted += 1;
                 self.stats.requests_started += new_request as u64;
+                self.stats.pipelines[ix.0].requests_started += new_request as u64;
                 self.finish(out, *req, now);
             }
             Err(Reject { code, message }) => {
@@ -360,7 +411,9 @@ impl Proxy {
     fn finish(&mut self, out: &mut dyn ReplySink, req: Request<RequestState>, now: Instant) {
         let release = req.release();
         let (key, pipeline_id) = (req.key, req.pipeline_id);
-        let route = self.routes[req.body.pipeline().0];
+        let ix = req.body.pipeline();
+        let route = self.routes[ix.0];
+        let first_seen = req.first_seen;
         let tensors = match req.body.finish() {
             Ok(t) => t,
             Err(r) => {
@@ -368,11 +421,21 @@ impl Proxy {
                 return self.reassembler.finish(release, now);
             }
         };
+        let ready = self.later(now);
+        let lat = &mut self.latency[ix.0];
+        stats::record(
+            &mut lat.fragments,
+            now.saturating_duration_since(first_seen),
+        );
+        stats::record(&mut lat.tensor_ready, ready.saturating_duration_since(now));
         let u = match route {
             Route::Echo => {
                 let (body, header_len) = kserve_binary_response("echo", &tensors);
                 let ct = content_type::KSERVE_BINARY;
                 self.respond(out, key, pipeline_id, ct, header_len, &body);
+                let done = self.later(ready);
+                let total = done.saturating_duration_since(first_seen);
+                stats::record(&mut self.latency[ix.0].total, total);
                 return self.reassembler.finish(release, now);
             }
             Route::Model(u) => u,
@@ -392,6 +455,9 @@ impl Proxy {
                         pipeline_id,
                         upstream: u,
                         release,
+                        pipeline: ix,
+                        first_seen,
+                        called_at: ready,
                     },
                 );
                 self.waiting_keys.insert(key);
@@ -428,6 +494,9 @@ impl Proxy {
         );
         self.stats.requests_completed += 1;
         self.stats.responses_sent += 1;
+        if let Some(ix) = self.pipelines.index_of(pipeline_id) {
+            self.stats.pipelines[ix.0].responses += 1;
+        }
         self.stats.response_datagrams += n as u64;
     }
 
@@ -450,6 +519,14 @@ impl Proxy {
             return;
         };
         let answer = self.upstreams[w.upstream.0].answer(result, now);
+        let lat = &mut self.latency[w.pipeline.0];
+        stats::record(
+            &mut lat.upstream,
+            now.saturating_duration_since(w.called_at),
+        );
+        if answer.is_ok() {
+            stats::record(&mut lat.total, now.saturating_duration_since(w.first_seen));
+        }
         self.answer_waiting(out, w, answer, now);
     }
 

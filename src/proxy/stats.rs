@@ -2,7 +2,9 @@
 //! one thread; ingresses report their own counters next to these.
 
 use crate::wire::ErrorCode;
+use hdrhistogram::Histogram;
 use std::fmt;
+use std::time::Duration;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Stats {
@@ -47,6 +49,74 @@ pub struct Stats {
     pub upstream_unknown_completions: u64,
     /// Per model server: calls, connections, failures by kind, breaker.
     pub upstreams: Vec<crate::upstream::UpstreamStats>,
+    /// Per configured pipeline (in configuration order): requests and
+    /// how they ended. ERRORs for no known pipeline (unknown id, or
+    /// INCOMPLETE, whose pipeline is not kept) count only above.
+    pub pipelines: Vec<PipelineStats>,
+}
+
+/// Requests of one pipeline and how they ended.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PipelineStats {
+    pub id: u16,
+    pub name: String,
+    pub requests_started: u64,
+    /// Requests answered with a RESPONSE.
+    pub responses: u64,
+    /// Requests answered with an ERROR, by code (index = code - 1).
+    pub errors_by_code: [u64; 10],
+}
+
+/// Latency histograms of one pipeline, in microseconds. Recorded by the
+/// core with the instants it is given (never a clock of its own).
+#[derive(Debug, Clone)]
+pub struct PipelineLatency {
+    /// First fragment to last fragment (reassembly: the client's sending).
+    pub fragments: Histogram<u64>,
+    /// Last fragment to tensor ready: the transform work left once the
+    /// last datagram is in (what streaming saves).
+    pub tensor_ready: Histogram<u64>,
+    /// Hand-over to a model server to its answer (kserve/openai only).
+    pub upstream: Histogram<u64>,
+    /// First fragment to the RESPONSE.
+    pub total: Histogram<u64>,
+}
+
+/// Largest latency recorded exactly (larger values are clamped): 60 s.
+pub const LATENCY_MAX_US: u64 = 60_000_000;
+
+fn histogram() -> Histogram<u64> {
+    // Two significant digits: ~1% resolution, small enough to copy once
+    // a second to the admin board.
+    Histogram::new_with_bounds(1, LATENCY_MAX_US, 2).expect("valid bounds")
+}
+
+impl Default for PipelineLatency {
+    fn default() -> Self {
+        PipelineLatency {
+            fragments: histogram(),
+            tensor_ready: histogram(),
+            upstream: histogram(),
+            total: histogram(),
+        }
+    }
+}
+
+/// Records `d` (clamped to 1 us ..= 60 s) in `h`.
+pub fn record(h: &mut Histogram<u64>, d: Duration) {
+    let us = (d.as_micros() as u64).clamp(1, LATENCY_MAX_US);
+    h.saturating_record(us);
+}
+
+impl PipelineLatency {
+    /// Adds `other`'s samples (merging workers' histograms on scrape).
+    pub fn merge(&mut self, other: &PipelineLatency) {
+        // Same bounds on both sides: adding cannot fail.
+        let _ = self.fragments.add(&other.fragments);
+        let _ = self.tensor_ready.add(&other.tensor_ready);
+        let _ = self.upstream.add(&other.upstream);
+        let _ = self.total.add(&other.total);
+    }
 }
 
 impl Stats {

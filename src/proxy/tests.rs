@@ -273,3 +273,57 @@ fn an_answer_for_a_call_never_made_is_counted() {
     assert!(out.is_empty());
     assert_eq!(p.stats().upstream_unknown_completions, 1);
 }
+
+#[test]
+fn latencies_are_recorded_with_the_instants_given() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let mut p = proxy();
+    let t0 = Instant::now();
+    // A fake clock: "tensor ready" is 3 ms after the last fragment.
+    let later_us = Arc::new(AtomicU64::new(3000));
+    let l = later_us.clone();
+    p.set_clock(Box::new(move || {
+        t0 + Duration::from_micros(l.load(Ordering::Relaxed))
+    }));
+    // One 4-pixel RGB row per datagram.
+    let datagrams = image_rows(&image(), 1, 5, 24 + 24 + 12);
+    assert!(datagrams.len() > 1, "several fragments");
+    let mut out = Out::new();
+    let last = Duration::from_millis(2);
+    for (i, d) in datagrams.iter().enumerate() {
+        let at = if i + 1 == datagrams.len() {
+            last
+        } else {
+            Duration::ZERO
+        };
+        p.handle(t0 + at, client(), d, &mut out);
+    }
+    later_us.store(5000, Ordering::Relaxed);
+    let call = p.poll_call().unwrap();
+    let (body, hl) = kserve_binary_response("m", &[]);
+    let answered = t0 + Duration::from_millis(12);
+    p.on_upstream_answer(call.id, Ok(kserve_answer(&body, hl)), answered, &mut out);
+    let lat = &p.latency()[0];
+    let us = |h: &hdrhistogram::Histogram<u64>| (h.len(), h.max());
+    let near = |h: &hdrhistogram::Histogram<u64>, v: u64| {
+        assert_eq!(h.len(), 1);
+        assert!(h.equivalent(h.max(), v), "{} vs {v}", h.max());
+    };
+    // First to last fragment: 2 ms; last fragment to tensor: 3 - 2 = 1 ms;
+    // hand-over (3 ms) to the answer (12 ms): 9 ms; total 12 ms.
+    near(&lat.fragments, 2000);
+    near(&lat.tensor_ready, 1000);
+    near(&lat.upstream, 9000);
+    near(&lat.total, 12000);
+    // The echo pipeline has its own histograms; no upstream call there.
+    assert_eq!(us(&p.latency()[1].upstream), (0, 0));
+    let s = p.stats();
+    assert_eq!(s.pipelines[0].requests_started, 1);
+    assert_eq!(s.pipelines[0].responses, 1);
+    // Without a clock, "tensor ready" is the last fragment's instant.
+    let mut p = proxy();
+    send(&mut p, t0, 2, 1);
+    assert_eq!(p.latency()[1].tensor_ready.max(), 1, "clamped to 1 us");
+    assert_eq!(p.stats().pipelines[1].responses, 1);
+}

@@ -2,9 +2,12 @@
 //! ingress, in this thread or spawned ones (tests, the demo). This is the
 //! wiring layer: it reads the configuration and builds each layer from it.
 
+pub mod checks;
 mod worker;
 
 pub use worker::Worker;
+
+use crate::admin::{AdminServer, Board};
 
 use crate::config::Config;
 use crate::ingress::udp::{UdpIngress, UdpStats};
@@ -73,9 +76,22 @@ impl Drop for RunningProxy {
 /// pinned to a core when there are enough. Returns each worker's final
 /// counters.
 pub fn serve_udp(config: &Config, shutdown: &AtomicBool) -> anyhow::Result<Vec<(Stats, UdpStats)>> {
+    let admin = start_admin(config)?;
+    let board = admin.as_ref().map(|a| a.0.clone());
     let n = config.ingress.worker_count();
     let settings = config.udp_settings();
     let pipelines = config.build_pipelines()?;
+    let mut workers = Vec::with_capacity(n);
+    let mut ready = Vec::new();
+    for i in 0..n {
+        let mut w = Worker::new(config.build_proxy_with_for(pipelines.clone(), n)?)?;
+        if i == 0 {
+            ready = w.check_upstreams_ready(READY_TIMEOUT);
+        }
+        workers.push(w);
+    }
+    checks::check_metadata(config, READY_TIMEOUT)?;
+    let _probe = start_probes(config, ready, board.as_ref())?;
     let mut ingresses = Vec::with_capacity(n);
     let mut listen = config.ingress.listen;
     for _ in 0..n {
@@ -89,16 +105,10 @@ pub fn serve_udp(config: &Config, shutdown: &AtomicBool) -> anyhow::Result<Vec<(
         listen = ingress.local_addr()?;
         ingresses.push(ingress);
     }
-    let mut workers = Vec::with_capacity(n);
-    for i in 0..n {
-        let mut w = Worker::new(config.build_proxy_with_for(pipelines.clone(), n)?)?;
-        if i == 0 {
-            w.check_upstreams_ready(READY_TIMEOUT);
-        }
-        workers.push(w);
-    }
     tracing::info!(listen = %listen, mode = "socket", workers = n, pipelines = config.pipelines.len(), "tensorwire serving");
-    let board = start_admin(config)?;
+    if let Some(b) = &board {
+        b.set_ingress_bound(listen);
+    }
     let log_every = config.stats.log_interval_ms;
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
     std::thread::scope(|scope| {
@@ -112,32 +122,32 @@ pub fn serve_udp(config: &Config, shutdown: &AtomicBool) -> anyhow::Result<Vec<(
                     if n > 1 && cores >= n {
                         pin_to_core(i);
                     }
-                    // One worker keeps the historical keys.
-                    let (pk, sk) = if n == 1 {
-                        ("proxy".to_string(), "socket".to_string())
+                    // One worker keeps the historical name.
+                    let (name, queue) = if n == 1 {
+                        ("socket".to_string(), None)
                     } else {
-                        (format!("proxy{i}"), format!("socket{i}"))
+                        (format!("socket{i}"), Some(i as u32))
                     };
+                    let heartbeat = board.as_ref().map(|b| {
+                        b.publish_worker(&name, worker.report("socket", queue, &ingress.stats));
+                        b.heartbeat(&name)
+                    });
                     let mut since_log = 0u64;
                     ingress.log_every(Some(PUBLISH_EVERY));
                     ingress.run(&mut worker, shutdown, |w, u| {
-                        let stats = w.stats();
                         since_log += PUBLISH_EVERY.as_millis() as u64;
                         if log_every > 0 && since_log >= log_every {
                             since_log = 0;
-                            tracing::info!(
-                                worker = i,
-                                "stats: {stats} | socket sent={} queued={} dropped={}",
-                                u.sent,
-                                u.send_queued,
-                                u.send_dropped
-                            );
+                            log_stats(&w.stats(), &name, &crate::admin::numeric_fields(u));
                         }
-                        if let Some(b) = &board {
-                            b.publish(&pk, &stats);
-                            b.publish(&sk, u);
+                        if let (Some(b), Some(h)) = (&board, &heartbeat) {
+                            h.beat();
+                            b.publish_worker(&name, w.report("socket", queue, u));
                         }
                     })?;
+                    if let Some(b) = &board {
+                        b.worker_stopped(&name);
+                    }
                     Ok((worker.stats(), ingress.stats.clone()))
                 })
             })
@@ -152,14 +162,98 @@ pub fn serve_udp(config: &Config, shutdown: &AtomicBool) -> anyhow::Result<Vec<(
     })
 }
 
+/// The periodic stats line, as structured fields (JSON logs keep them
+/// apart): the core's main counters, the ingress's, and per model server.
+pub fn log_stats(s: &Stats, ingress: &str, ingress_counters: &[(String, u64)]) {
+    let ing: Vec<String> = ingress_counters
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let errors: Vec<String> = crate::wire::ErrorCode::ALL
+        .into_iter()
+        .filter(|c| s.errors(*c) > 0)
+        .map(|c| format!("{}={}", c.name(), s.errors(c)))
+        .collect();
+    let ups: Vec<String> = s
+        .upstreams
+        .iter()
+        .map(|u| {
+            format!(
+                "{}: calls={} ok={} in_flight={} breaker={}",
+                u.name, u.pool.calls, u.pool.calls_ok, u.pool.calls_in_flight, u.breaker
+            )
+        })
+        .collect();
+    tracing::info!(
+        datagrams = s.datagrams_in,
+        bytes = s.bytes_in,
+        requests = s.requests_started,
+        responses = s.responses_sent,
+        errors = s.errors_sent,
+        errors_by_code = %errors.join(" "),
+        in_flight = s.requests_in_flight,
+        bytes_in_flight = s.bytes_in_flight,
+        duplicates = s.duplicate_fragments,
+        late = s.late_fragments,
+        not_twp = s.dropped_not_twp,
+        ingress,
+        ingress_counters = %ing.join(" "),
+        upstreams = %ups.join(" | "),
+        "stats"
+    );
+}
+
+/// Stops the background probe thread when dropped.
+pub struct ProbeGuard {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for ProbeGuard {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Shows the start-up readiness checks on /readyz and starts a
+/// background probe of the servers that were not ready.
+fn start_probes(
+    config: &Config,
+    results: Vec<(String, Result<(), String>)>,
+    board: Option<&Arc<Board>>,
+) -> anyhow::Result<Option<ProbeGuard>> {
+    let Some(board) = board else {
+        return Ok(None);
+    };
+    for (name, r) in results {
+        board.set_probe(&name, r);
+    }
+    if config.upstreams.is_empty() {
+        return Ok(None);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = checks::spawn_reprobe(config, board.clone(), REPROBE_EVERY, stop.clone())?;
+    Ok(Some(ProbeGuard {
+        stop,
+        thread: Some(thread),
+    }))
+}
+
+/// How often a model server that was not ready is probed again.
+pub const REPROBE_EVERY: Duration = Duration::from_secs(2);
+
 /// How long the start-up readiness check waits for each upstream.
 pub const READY_TIMEOUT: Duration = Duration::from_millis(1000);
 
 /// How often workers publish counters to the admin endpoint.
 pub const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
-/// Starts the admin endpoint when configured.
-fn start_admin(config: &Config) -> anyhow::Result<Option<Arc<crate::admin::StatsBoard>>> {
+/// Starts the admin endpoint when configured: the board the workers
+/// publish to and its HTTP server (stopped when dropped).
+pub fn start_admin(config: &Config) -> anyhow::Result<Option<(Arc<Board>, AdminServer)>> {
     if config.admin.listen.is_empty() {
         return Ok(None);
     }
@@ -168,13 +262,17 @@ fn start_admin(config: &Config) -> anyhow::Result<Option<Arc<crate::admin::Stats
         .listen
         .parse()
         .map_err(|e| anyhow::anyhow!("admin.listen `{}`: {e}", config.admin.listen))?;
-    let board = crate::admin::StatsBoard::new();
-    // The admin thread lives as long as the process.
-    match crate::admin::spawn(addr, board.clone(), Arc::new(AtomicBool::new(false))) {
-        Ok(a) => tracing::info!(admin = %a, "counters served for `tensorwire stats`"),
-        Err(e) => tracing::warn!("admin endpoint {addr} not started: {e}"),
+    let board = Board::new();
+    match crate::admin::spawn(addr, board.clone()) {
+        Ok(a) => {
+            tracing::info!(admin = %a.addr, "admin endpoint: /healthz /readyz /describe /metrics");
+            Ok(Some((board, a)))
+        }
+        Err(e) => {
+            tracing::warn!("admin endpoint {addr} not started: {e}");
+            Ok(None)
+        }
     }
-    Ok(Some(board))
 }
 
 /// The proxy behind the AF_XDP ingress: the steering program attached to
@@ -197,7 +295,7 @@ impl XdpProxy {
     pub fn start_with_board(
         config: &Config,
         queues: u32,
-        board: Option<Arc<crate::admin::StatsBoard>>,
+        board: Option<Arc<Board>>,
     ) -> anyhow::Result<XdpProxy> {
         use crate::ingress::xdp::{loader::SteeringProgram, worker};
         let ifname = &config.ingress.interface;
@@ -220,8 +318,17 @@ impl XdpProxy {
             let mut queue = worker::XdpQueue::bind(ifname, q, &program, xdp)?;
             let mut worker = Worker::new(config.build_proxy_with(pipelines.clone())?)?;
             if q == 0 {
-                worker.check_upstreams_ready(READY_TIMEOUT);
+                for (n, r) in worker.check_upstreams_ready(READY_TIMEOUT) {
+                    if let Some(b) = &board {
+                        b.set_probe(&n, r);
+                    }
+                }
             }
+            let name = format!("queue{q}");
+            let heartbeat = board.as_ref().map(|b| {
+                b.publish_worker(&name, worker.report("af_xdp", Some(q), &queue.stats));
+                b.heartbeat(&name)
+            });
             let flag = shutdown.clone();
             let cores = std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -235,11 +342,14 @@ impl XdpProxy {
                             pin_to_core(q as usize % cores);
                         }
                         queue.run(&mut worker, &flag, PUBLISH_EVERY, |w, x| {
-                            if let Some(b) = &board {
-                                let v = serde_json::json!({"proxy": w.stats(), "af_xdp": x});
-                                b.publish(&format!("queue{q}"), v);
+                            if let (Some(b), Some(h)) = (&board, &heartbeat) {
+                                h.beat();
+                                b.publish_worker(&name, w.report("af_xdp", Some(q), x));
                             }
                         })?;
+                        if let Some(b) = &board {
+                            b.worker_stopped(&name);
+                        }
                         Ok((worker.stats(), queue.stats.clone()))
                     })?,
             );
@@ -293,8 +403,22 @@ pub(crate) fn pin_to_core(core: usize) {
 /// Serves over AF_XDP in this thread's network namespace until `shutdown`
 /// is set, logging progress.
 pub fn serve_xdp(config: &Config, shutdown: &AtomicBool) -> anyhow::Result<()> {
-    let board = start_admin(config)?;
+    let admin = start_admin(config)?;
+    let board = admin.as_ref().map(|a| a.0.clone());
+    checks::check_metadata(config, READY_TIMEOUT)?;
+    // Queue 0's worker checks readiness and tells the board.
     let proxy = XdpProxy::start_with_board(config, 0, board.clone())?;
+    let _probe = match &board {
+        Some(b) => start_probes(config, Vec::new(), Some(b))?,
+        None => None,
+    };
+    if let Some(b) = &board {
+        b.set_ingress_bound(format!(
+            "{}:{}",
+            config.ingress.interface,
+            config.ingress.listen.port()
+        ));
+    }
     let mut next_publish = std::time::Instant::now();
     let interval = Duration::from_millis(config.stats.log_interval_ms.max(100));
     let mut next = std::time::Instant::now() + interval;
@@ -304,11 +428,19 @@ pub fn serve_xdp(config: &Config, shutdown: &AtomicBool) -> anyhow::Result<()> {
             .as_ref()
             .filter(|_| std::time::Instant::now() >= next_publish)
         {
-            b.publish("xdp_program", proxy.counters()?);
+            b.publish_xdp_program(crate::admin::numeric_fields(&proxy.counters()?));
             next_publish += PUBLISH_EVERY;
         }
         if config.stats.log_interval_ms > 0 && std::time::Instant::now() >= next {
-            tracing::info!("xdp: {:?}", proxy.counters()?);
+            let c = proxy.counters()?;
+            tracing::info!(
+                steered = c.steered,
+                passed = c.passed,
+                dropped_allowlist = c.dropped_allowlist,
+                malformed = c.malformed,
+                no_socket = c.no_socket,
+                "xdp program"
+            );
             next += interval;
         }
     }

@@ -20,7 +20,9 @@ pub struct Worker {
 
 impl Worker {
     /// Opens no connection yet; resolves the upstreams' addresses.
-    pub fn new(core: Proxy) -> Result<Worker, UpstreamError> {
+    pub fn new(mut core: Proxy) -> Result<Worker, UpstreamError> {
+        // The core measures "last fragment to tensor ready" with it.
+        core.set_clock(Box::new(Instant::now));
         let pools = UpstreamPools::new(core.upstreams().iter().map(|u| (u.name.as_str(), &u.cfg)))?;
         Ok(Worker {
             core,
@@ -34,8 +36,12 @@ impl Worker {
     }
 
     /// Asks every model server whether it is ready (blocking: start-up
-    /// only) and shows the result in DESCRIBE.
-    pub fn check_upstreams_ready(&mut self, timeout: Duration) {
+    /// only) and shows the result in DESCRIBE. Returns (name, result).
+    pub fn check_upstreams_ready(
+        &mut self,
+        timeout: Duration,
+    ) -> Vec<(String, Result<(), String>)> {
+        let mut results = Vec::new();
         for i in 0..self.core.upstreams().len() {
             let u = &self.core.upstreams()[i];
             let r =
@@ -46,7 +52,27 @@ impl Worker {
                     tracing::warn!(upstream = %u.name, url = %u.cfg.url, "upstream not ready: {e}")
                 }
             }
+            results.push((u.name.clone(), r.clone()));
             self.core.set_ready_at_start(UpstreamIx(i), r);
+        }
+        results
+    }
+
+    /// What the admin board shows of this worker: the counters, the
+    /// latency histograms and DESCRIBE (a copy, once a second).
+    pub fn report(
+        &self,
+        ingress: &'static str,
+        queue: Option<u32>,
+        ingress_counters: &impl serde::Serialize,
+    ) -> crate::admin::WorkerReport {
+        crate::admin::WorkerReport {
+            stats: self.stats(),
+            latency: self.core.latency().to_vec(),
+            ingress,
+            queue,
+            ingress_counters: crate::admin::numeric_fields(ingress_counters),
+            describe: self.core.describe_now(),
         }
     }
 

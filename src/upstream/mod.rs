@@ -80,6 +80,10 @@ pub struct UpstreamConfig {
     pub reconnect_backoff_max_ms: u64,
     #[serde(default)]
     pub breaker: BreakerConfig,
+    /// kserve: compare the pipelines' tensors with the model's metadata
+    /// at start: `error` (a mismatch stops the start), `warn`, `off`.
+    #[serde(default)]
+    pub check_metadata: kserve::CheckMetadata,
 }
 
 fn default_endpoint() -> openai::Endpoint {
