@@ -122,12 +122,14 @@ pub fn serve_udp(config: &Config, shutdown: &AtomicBool) -> anyhow::Result<Vec<(
                     if n > 1 && cores >= n {
                         pin_to_core(i);
                     }
-                    // One worker keeps the historical name.
-                    let (name, queue) = if n == 1 {
-                        ("socket".to_string(), None)
+                    // One worker keeps the historical name; the metrics sum
+                    // socket workers (no per-queue labels).
+                    let name = if n == 1 {
+                        "socket".to_string()
                     } else {
-                        (format!("socket{i}"), Some(i as u32))
+                        format!("socket{i}")
                     };
+                    let queue = None;
                     let heartbeat = board.as_ref().map(|b| {
                         b.publish_worker(&name, worker.report("socket", queue, &ingress.stats));
                         b.heartbeat(&name)
