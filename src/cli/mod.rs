@@ -499,7 +499,11 @@ fn run(config: Option<&Path>) -> Result<ExitCode> {
     );
     let cfg = cfg?;
     let shutdown = Arc::new(AtomicBool::new(false));
+    // The first SIGTERM/SIGINT starts the drain (ingress.drain_timeout_ms);
+    // a second one, with the flag already set, exits at once.
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_default(sig, shutdown.clone())
+            .context("installing signal handlers")?;
         signal_hook::flag::register(sig, shutdown.clone()).context("installing signal handlers")?;
     }
     use crate::config::IngressMode;

@@ -21,6 +21,7 @@ impl Config {
             tx_queue_datagrams: self.ingress.tx_queue_datagrams,
             max_datagram: self.limits.max_datagram,
             gso: self.ingress.gso,
+            drain_timeout: std::time::Duration::from_millis(self.ingress.drain_timeout_ms),
         }
     }
 

@@ -86,6 +86,9 @@ pub struct IngressConfig {
     /// Socket ingress worker threads (one SO_REUSEPORT group): a number,
     /// or "auto" (one per core).
     pub workers: Workers,
+    /// On SIGTERM: new requests get OVERLOADED, those in flight have this
+    /// long to finish (keep terminationGracePeriodSeconds above it).
+    pub drain_timeout_ms: u64,
     pub xdp: XdpConfig,
 }
 
@@ -119,6 +122,7 @@ impl Default for IngressConfig {
             tx_queue_datagrams: 65536,
             gso: true,
             workers: Workers::Named("auto".into()),
+            drain_timeout_ms: 5000,
             xdp: Default::default(),
         }
     }

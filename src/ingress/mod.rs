@@ -32,6 +32,55 @@ pub trait DatagramHandler {
     }
     /// `wake_fd` became readable (never blocks).
     fn on_wake(&mut self, _now: Instant, _out: &mut dyn ReplySink) {}
+    /// Shutdown began: take no new requests, finish those in flight.
+    fn start_drain(&mut self, _now: Instant) {}
+    /// Nothing left in flight (the loop may stop).
+    fn drained(&self) -> bool {
+        true
+    }
+}
+
+/// Drain on shutdown, for an ingress loop: the first time the loop sees
+/// the shutdown flag set, the handler starts draining; the loop ends once
+/// the handler is drained and no reply waits to be sent, or at the drain
+/// deadline, whichever comes first. A zero timeout stops at once.
+#[derive(Debug)]
+pub struct Drain {
+    timeout: std::time::Duration,
+    until: Option<Instant>,
+}
+
+impl Drain {
+    pub fn new(timeout: std::time::Duration) -> Drain {
+        Drain {
+            timeout,
+            until: None,
+        }
+    }
+
+    /// Whether the loop should stop now; `output_idle` says that no reply
+    /// waits in the ingress's own queues.
+    pub fn should_stop<H: DatagramHandler + ?Sized>(
+        &mut self,
+        shutdown: &std::sync::atomic::AtomicBool,
+        handler: &mut H,
+        output_idle: bool,
+        now: Instant,
+    ) -> bool {
+        if !shutdown.load(std::sync::atomic::Ordering::Relaxed) {
+            return false;
+        }
+        let until = match self.until {
+            Some(t) => t,
+            None => {
+                handler.start_drain(now);
+                let t = now + self.timeout;
+                self.until = Some(t);
+                t
+            }
+        };
+        (handler.drained() && output_idle) || now >= until
+    }
 }
 
 /// Sets a socket buffer size: the privileged `force` option first (it

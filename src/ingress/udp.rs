@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 const SOCKET: Token = Token(0);
@@ -52,6 +52,8 @@ pub struct UdpSettings {
     pub max_datagram: usize,
     /// Send reply fragments in GSO batches where the kernel allows.
     pub gso: bool,
+    /// On shutdown, how long requests in flight may take to finish.
+    pub drain_timeout: Duration,
 }
 
 /// A bound UDP ingress.
@@ -60,6 +62,7 @@ pub struct UdpIngress {
     poll: Poll,
     batch: RecvBatch,
     tx: Sender,
+    drain_timeout: Duration,
     pub stats: UdpStats,
     stats_interval: Option<Duration>,
 }
@@ -126,6 +129,7 @@ impl UdpIngress {
             // One spare byte per slot detects datagrams over max_datagram.
             batch: RecvBatch::new(cfg.recv_batch, cfg.max_datagram + 1),
             tx: Sender::new(cfg.tx_queue_datagrams, gso, cfg.max_datagram),
+            drain_timeout: cfg.drain_timeout,
             stats: UdpStats::default(),
             stats_interval: None,
         })
@@ -140,7 +144,9 @@ impl UdpIngress {
         self.stats_interval = interval;
     }
 
-    /// Serves until `shutdown` is set.
+    /// Serves until `shutdown` is set, then drains: new requests are
+    /// refused, those in flight finish (up to the drain timeout) and
+    /// queued replies are sent.
     pub fn run<H: DatagramHandler + ?Sized>(
         &mut self,
         handler: &mut H,
@@ -158,7 +164,8 @@ impl UdpIngress {
             )?;
         }
         let mut next_log = self.stats_interval.map(|i| Instant::now() + i);
-        while !shutdown.load(Ordering::Relaxed) {
+        let mut drain = super::Drain::new(self.drain_timeout);
+        while !drain.should_stop(shutdown, handler, self.tx.queue.is_empty(), Instant::now()) {
             let now = Instant::now();
             let mut sleep = MAX_SLEEP;
             if let Some(d) = handler.next_deadline() {

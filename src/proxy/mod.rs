@@ -105,6 +105,8 @@ pub struct Proxy {
     deadlines: Vec<VecDeque<(Instant, CallId)>>,
     /// Calls for the I/O side, taken with [`Proxy::poll_call`].
     calls: VecDeque<UpstreamCall>,
+    /// Shutting down: new requests are refused, those in flight finish.
+    draining: bool,
     next_call: CallId,
     /// Latency histograms per pipeline (indexed by [`PipelineIx`]).
     latency: Vec<PipelineLatency>,
@@ -161,6 +163,7 @@ impl Proxy {
             waiting_keys: HashSet::new(),
             calls: VecDeque::new(),
             next_call: 1,
+            draining: false,
             reassembler: Reassembler::new(&settings.limits),
             resize_cache: ResizeCache::new(64),
             settings,
@@ -347,15 +350,24 @@ impl Proxy {
                 return self.reject(out, key, pipeline_id, ErrorCode::Malformed, &msg, now);
             }
         };
-        let pipeline = self.pipelines.get(ix);
-        let fragment =
-            match pipeline.check_fragment(&header, d.len(), packet.body(), &self.settings.limits) {
-                Ok(f) => f,
-                Err(Reject { code, message }) => {
-                    return self.reject(out, key, pipeline_id, code, &message, now)
-                }
-            };
+        let limits = &self.settings.limits;
+        let checked =
+            self.pipelines
+                .get(ix)
+                .check_fragment(&header, d.len(), packet.body(), limits);
+        let fragment = match checked {
+            Ok(f) => f,
+            Err(Reject { code, message }) => {
+                return self.reject(out, key, pipeline_id, code, &message, now)
+            }
+        };
         let new_request = !self.reassembler.contains(&key);
+        if new_request && self.draining {
+            self.stats.refused_draining += 1;
+            let msg = "draining: this proxy is shutting down; send the request again (elsewhere)";
+            return self.reject(out, key, pipeline_id, ErrorCode::Overloaded, msg, now);
+        }
+        let pipeline = self.pipelines.get(ix);
         let cache = &mut self.resize_cache;
         let new_body = |first: &crate::reassembly::Fragment<'_>| {
             RequestState::new(ix, pipeline, header.kind, first, cache)
@@ -573,6 +585,18 @@ impl Proxy {
             self.error(out, key, 0, ErrorCode::Incomplete, msg);
         }
         self.expired = expired;
+    }
+
+    /// Shutdown begins: from now on a new request gets OVERLOADED, while
+    /// requests already in flight (reassembling or waiting for a model
+    /// server) go on to their answers.
+    pub fn start_drain(&mut self) {
+        self.draining = true;
+    }
+
+    /// No request in flight and no call waiting: draining is done.
+    pub fn is_idle(&self) -> bool {
+        self.reassembler.in_flight().0 == 0 && self.waiting.is_empty()
     }
 
     /// Stops waiting for model servers: every request still waiting gets

@@ -45,6 +45,8 @@ pub struct Stats {
     /// Answers for calls the core no longer waited for (timed out or
     /// shut down first).
     pub upstream_late_answers: u64,
+    /// New requests refused (OVERLOADED) while draining at shutdown.
+    pub refused_draining: u64,
     /// Answers for calls the core never made (must stay 0).
     pub upstream_unknown_completions: u64,
     /// Per model server: calls, connections, failures by kind, breaker.

@@ -327,3 +327,27 @@ fn latencies_are_recorded_with_the_instants_given() {
     assert_eq!(p.latency()[1].tensor_ready.max(), 1, "clamped to 1 us");
     assert_eq!(p.stats().pipelines[1].responses, 1);
 }
+
+#[test]
+fn draining_refuses_new_requests_and_finishes_those_in_flight() {
+    let mut p = proxy();
+    let t0 = Instant::now();
+    send(&mut p, t0, 1, 1);
+    let call = p.poll_call().unwrap();
+    assert!(!p.is_idle());
+    p.start_drain();
+    // A new request: OVERLOADED, saying why.
+    let out = send(&mut p, t0, 2, 2);
+    let (code, id, pipeline, msg) = error_of(&out);
+    assert_eq!((code, id, pipeline), (ErrorCode::Overloaded, 2, 2));
+    assert!(msg.contains("draining"), "{msg}");
+    assert_eq!(p.stats().refused_draining, 1);
+    // The one waiting for its model server still gets its answer.
+    let mut out = Out::new();
+    p.on_upstream_answer(call.id, Ok(kserve_answer(b"{}", 2)), t0, &mut out);
+    assert_eq!(
+        Packet::new_checked(&out[0].1[..]).unwrap().kind(),
+        Some(Kind::Response)
+    );
+    assert!(p.is_idle());
+}

@@ -318,6 +318,7 @@ impl XdpProxy {
         let mut workers = Vec::new();
         for q in 0..queues {
             let mut queue = worker::XdpQueue::bind(ifname, q, &program, xdp)?;
+            queue.set_drain_timeout(Duration::from_millis(config.ingress.drain_timeout_ms));
             let mut worker = Worker::new(config.build_proxy_with(pipelines.clone())?)?;
             if q == 0 {
                 for (n, r) in worker.check_upstreams_ready(READY_TIMEOUT) {

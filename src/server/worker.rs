@@ -165,4 +165,12 @@ impl DatagramHandler for Worker {
     fn on_wake(&mut self, now: Instant, out: &mut dyn ReplySink) {
         self.drive(now, out);
     }
+
+    fn start_drain(&mut self, _now: Instant) {
+        self.core.start_drain();
+    }
+
+    fn drained(&self) -> bool {
+        self.core.is_idle()
+    }
 }

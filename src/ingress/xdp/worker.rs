@@ -11,7 +11,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 use xsk_rs::config::{BindFlags, FrameSize, LibxdpFlags, QueueSize, SocketConfig, UmemConfig};
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
@@ -118,6 +118,8 @@ pub struct XdpQueue {
     /// The path inserted last (it is in `paths`, unless cleared with it).
     last_path: Option<(SocketAddr, ReplyPath)>,
     cfg: XdpConfig,
+    /// On shutdown, how long requests in flight may take to finish.
+    drain_timeout: Duration,
     pub stats: XdpWorkerStats,
 }
 
@@ -232,6 +234,7 @@ impl XdpQueue {
             paths: HashMap::new(),
             last_path: None,
             cfg: cfg.clone(),
+            drain_timeout: Duration::ZERO,
             stats: XdpWorkerStats {
                 queue,
                 zero_copy: zc,
@@ -240,7 +243,12 @@ impl XdpQueue {
         })
     }
 
-    /// Serves until `shutdown` is set.
+    /// On shutdown, let requests in flight finish for up to `d`.
+    pub fn set_drain_timeout(&mut self, d: Duration) {
+        self.drain_timeout = d;
+    }
+
+    /// Serves until `shutdown` is set, then drains (see [`crate::ingress::Drain`]).
     /// `progress` runs every `every` (counters for the admin endpoint).
     pub fn run<H: DatagramHandler + ?Sized>(
         &mut self,
@@ -251,7 +259,12 @@ impl XdpQueue {
     ) -> io::Result<()> {
         let fd = self.rx.fd().as_raw_fd();
         let mut next_progress = Instant::now();
-        while !shutdown.load(Ordering::Relaxed) {
+        let mut drain = crate::ingress::Drain::new(self.drain_timeout);
+        loop {
+            let idle = self.tx_pending.is_empty() && self.tx_outstanding == 0;
+            if drain.should_stop(shutdown, handler, idle, Instant::now()) {
+                break;
+            }
             if Instant::now() >= next_progress {
                 progress(handler, &self.stats);
                 next_progress = Instant::now() + every;
