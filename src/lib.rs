@@ -12,7 +12,8 @@
 //!   (codec, request building, breaker), `proxy` (the core: time passed
 //!   in, no sockets, no DNS), `client` (fragmenters and a blocking client);
 //! - I/O at the edges: `ingress` (socket and AF_XDP loops), `http_pool`
-//!   (model-server connections), `admin`, `netns` (test networks);
+//!   (model-server connections), `admin`, `netns` (test networks),
+//!   `privileges` (capabilities);
 //! - the binary: `config` (TOML -> each layer's settings), `server`
 //!   (workers wired to ingresses), `cli`, `bench`, `bench_upstream`.
 
@@ -26,6 +27,7 @@ pub mod http_pool;
 pub mod ingress;
 pub mod netns;
 pub mod pipeline;
+pub mod privileges;
 pub mod proxy;
 pub mod reassembly;
 pub mod server;

@@ -324,7 +324,8 @@ fn two_socket_workers_share_the_port_and_every_request_completes() {
     };
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = stop.clone();
-    let server = std::thread::spawn(move || tensorwire::server::serve_udp(&cfg, &flag).unwrap());
+    let server =
+        std::thread::spawn(move || tensorwire::server::serve_udp(&cfg, &flag, false).unwrap());
     let img = load_image(&testdata("images/camera.png"), None).unwrap();
     let want = plan.run_whole(&img.data, img.width, img.height, img.format);
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();

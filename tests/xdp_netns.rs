@@ -471,3 +471,74 @@ fn kserve_upstream_over_af_xdp() {
     assert_eq!(s.requests_completed, 2);
     assert_eq!(s.upstreams[0].pool.calls_ok, 2);
 }
+
+/// Least privilege: `tensorwire run` over AF_XDP as an unprivileged user
+/// (nobody) holding only CAP_NET_ADMIN, CAP_BPF, CAP_PERFMON, CAP_NET_RAW
+/// and CAP_IPC_LOCK (ambient, as systemd's AmbientCapabilities gives
+/// them): it serves, and once set up it holds no capability at all and
+/// has no_new_privs.
+#[test]
+fn af_xdp_runs_unprivileged_with_the_documented_capabilities_then_drops_them() {
+    let Some(net) = Netns::new(1) else {
+        eprintln!("skipped: needs root and iproute2");
+        return;
+    };
+    const CAPS: &str = "+net_admin,+bpf,+perfmon,+net_raw,+ipc_lock";
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", &net.proxy_ns, "setpriv"])
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(format!("--inh-caps={CAPS}"))
+        .arg(format!("--ambient-caps={CAPS}"))
+        .args([env!("CARGO_BIN_EXE_tensorwire"), "run"])
+        .env("TENSORWIRE__INGRESS__MODE", "xdp")
+        .env("TENSORWIRE__INGRESS__INTERFACE", &net.proxy_if)
+        .env("TENSORWIRE__INGRESS__LISTEN", "0.0.0.0:7878")
+        .env("TENSORWIRE__INGRESS__XDP__FRAMES", "4096")
+        .env("TENSORWIRE__INGRESS__XDP__RING_SIZE", "1024")
+        .env("TENSORWIRE__ADMIN__LISTEN", "")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let server: std::net::SocketAddr = format!("{}:7878", net.proxy_ip).parse().unwrap();
+    let answered = Netns::run_in(&net.client_ns, move || {
+        let mut c = Client::connect(server).unwrap();
+        c.timeout = std::time::Duration::from_millis(300);
+        (0..40).any(|_| c.describe().is_ok())
+    })
+    .join()
+    .unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or("")
+            .to_string()
+    };
+    let (uid, eff, prm, amb, nnp) = (
+        field("Uid:"),
+        field("CapEff:"),
+        field("CapPrm:"),
+        field("CapAmb:"),
+        field("NoNewPrivs:"),
+    );
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(answered, "the proxy answered over AF_XDP as nobody:\n{log}");
+    assert!(uid.starts_with("65534"), "{uid}");
+    assert_eq!(
+        eff, "0000000000000000",
+        "effective capabilities after setup"
+    );
+    assert_eq!(
+        prm, "0000000000000000",
+        "permitted capabilities after setup"
+    );
+    assert_eq!(amb, "0000000000000000", "ambient capabilities after setup");
+    assert_eq!(nnp, "1", "no_new_privs");
+    assert_eq!(out.status.code(), Some(0), "drained and exited:\n{log}");
+    assert!(!net.xdp_attached(), "detached at exit");
+}

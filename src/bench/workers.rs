@@ -69,7 +69,7 @@ pub fn images_per_second(workers: usize, clients: usize, dur: Duration) -> Resul
     cfg.stats.log_interval_ms = 0;
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
-    let server = std::thread::spawn(move || crate::server::serve_udp(&cfg, &flag));
+    let server = std::thread::spawn(move || crate::server::serve_udp(&cfg, &flag, false));
     let mut probe = Client::connect(addr)?;
     probe.timeout = Duration::from_millis(200);
     let t0 = Instant::now();

@@ -530,7 +530,7 @@ fn run(config: Option<&Path>) -> Result<ExitCode> {
             Err(e) => return Err(e.context(format!("AF_XDP on {}", cfg.ingress.interface))),
         }
     }
-    for (i, (stats, udp)) in serve_udp(&cfg, &shutdown)?.into_iter().enumerate() {
+    for (i, (stats, udp)) in serve_udp(&cfg, &shutdown, true)?.into_iter().enumerate() {
         tracing::info!(
             worker = i,
             "stopped: {stats} | socket sent={} dropped={}",

@@ -75,23 +75,18 @@ impl Drop for RunningProxy {
 /// SO_REUSEPORT group), proxy core, reassembly and model-server pools,
 /// pinned to a core when there are enough. Returns each worker's final
 /// counters.
-pub fn serve_udp(config: &Config, shutdown: &AtomicBool) -> anyhow::Result<Vec<(Stats, UdpStats)>> {
-    let admin = start_admin(config)?;
-    let board = admin.as_ref().map(|a| a.0.clone());
+///
+/// With `drop_privileges`, the calling thread drops every capability and
+/// sets no_new_privs once the sockets are bound (a port below 1024 needs
+/// CAP_NET_BIND_SERVICE only for the bind); the threads started after it
+/// (workers, admin, probes) inherit that.
+pub fn serve_udp(
+    config: &Config,
+    shutdown: &AtomicBool,
+    drop_privileges: bool,
+) -> anyhow::Result<Vec<(Stats, UdpStats)>> {
     let n = config.ingress.worker_count();
     let settings = config.udp_settings();
-    let pipelines = config.build_pipelines()?;
-    let mut workers = Vec::with_capacity(n);
-    let mut ready = Vec::new();
-    for i in 0..n {
-        let mut w = Worker::new(config.build_proxy_with_for(pipelines.clone(), n)?)?;
-        if i == 0 {
-            ready = w.check_upstreams_ready(READY_TIMEOUT);
-        }
-        workers.push(w);
-    }
-    checks::check_metadata(config, READY_TIMEOUT)?;
-    let _probe = start_probes(config, ready, board.as_ref())?;
     let mut ingresses = Vec::with_capacity(n);
     let mut listen = config.ingress.listen;
     for _ in 0..n {
@@ -105,6 +100,23 @@ pub fn serve_udp(config: &Config, shutdown: &AtomicBool) -> anyhow::Result<Vec<(
         listen = ingress.local_addr()?;
         ingresses.push(ingress);
     }
+    if drop_privileges {
+        crate::privileges::drop_all().map_err(anyhow::Error::msg)?;
+    }
+    let admin = start_admin(config)?;
+    let board = admin.as_ref().map(|a| a.0.clone());
+    let pipelines = config.build_pipelines()?;
+    let mut workers = Vec::with_capacity(n);
+    let mut ready = Vec::new();
+    for i in 0..n {
+        let mut w = Worker::new(config.build_proxy_with_for(pipelines.clone(), n)?)?;
+        if i == 0 {
+            ready = w.check_upstreams_ready(READY_TIMEOUT);
+        }
+        workers.push(w);
+    }
+    checks::check_metadata(config, READY_TIMEOUT)?;
+    let _probe = start_probes(config, ready, board.as_ref())?;
     tracing::info!(listen = %listen, mode = "socket", workers = n, pipelines = config.pipelines.len(), "tensorwire serving");
     if let Some(b) = &board {
         b.set_ingress_bound(listen);
@@ -259,16 +271,22 @@ pub fn start_admin(config: &Config) -> anyhow::Result<Option<(Arc<Board>, AdminS
     if config.admin.listen.is_empty() {
         return Ok(None);
     }
+    let board = Board::new();
+    Ok(spawn_admin(config, board.clone())?.map(|a| (board, a)))
+}
+
+/// Serves `board` on `admin.listen` (a warning, not an error, if the
+/// address is taken).
+fn spawn_admin(config: &Config, board: Arc<Board>) -> anyhow::Result<Option<AdminServer>> {
     let addr: SocketAddr = config
         .admin
         .listen
         .parse()
         .map_err(|e| anyhow::anyhow!("admin.listen `{}`: {e}", config.admin.listen))?;
-    let board = Board::new();
-    match crate::admin::spawn(addr, board.clone()) {
+    match crate::admin::spawn(addr, board) {
         Ok(a) => {
             tracing::info!(admin = %a.addr, "admin endpoint: /healthz /readyz /describe /metrics");
-            Ok(Some((board, a)))
+            Ok(Some(a))
         }
         Err(e) => {
             tracing::warn!("admin endpoint {addr} not started: {e}");
@@ -290,14 +308,18 @@ pub struct XdpProxy {
 impl XdpProxy {
     /// Attaches and starts serving; `queues` = 0 means every RX queue.
     pub fn start(config: &Config, queues: u32) -> anyhow::Result<XdpProxy> {
-        Self::start_with_board(config, queues, None)
+        Self::start_with_board(config, queues, None, false)
     }
 
-    /// As [`XdpProxy::start`], workers publishing their counters to `board`.
+    /// As [`XdpProxy::start`], workers publishing their counters to `board`;
+    /// with `drop_privileges`, every capability of the calling thread is
+    /// dropped (and no_new_privs set) once the program is attached and
+    /// the sockets are bound, before the workers start (they inherit it).
     pub fn start_with_board(
         config: &Config,
         queues: u32,
         board: Option<Arc<Board>>,
+        drop_privileges: bool,
     ) -> anyhow::Result<XdpProxy> {
         use crate::ingress::xdp::{loader::SteeringProgram, worker};
         let ifname = &config.ingress.interface;
@@ -307,17 +329,27 @@ impl XdpProxy {
         );
         let pipelines = config.build_pipelines()?;
         let xdp = &config.ingress.xdp;
-        let program =
-            SteeringProgram::attach(ifname, config.ingress.listen.port(), &xdp.allowlist)?;
         let queues = if queues == 0 {
             crate::ingress::xdp::ethtool::rx_queues(ifname)
         } else {
             queues
         };
+        // The UMEM is locked memory: 4 KiB frames per queue.
+        let umem = queues as u64 * xdp.frames as u64 * 4096;
+        crate::privileges::allow_locked_memory(umem).map_err(anyhow::Error::msg)?;
+        let program =
+            SteeringProgram::attach(ifname, config.ingress.listen.port(), &xdp.allowlist)?;
+        let mut bound = Vec::new();
+        for q in 0..queues {
+            bound.push(worker::XdpQueue::bind(ifname, q, &program, xdp)?);
+        }
+        if drop_privileges {
+            crate::privileges::drop_all().map_err(anyhow::Error::msg)?;
+            tracing::info!("capabilities dropped, no_new_privs set (AF_XDP set up)");
+        }
         let shutdown = Arc::new(AtomicBool::new(false));
         let mut workers = Vec::new();
-        for q in 0..queues {
-            let mut queue = worker::XdpQueue::bind(ifname, q, &program, xdp)?;
+        for (q, mut queue) in (0..queues).zip(bound) {
             queue.set_drain_timeout(Duration::from_millis(config.ingress.drain_timeout_ms));
             let mut worker = Worker::new(config.build_proxy_with(pipelines.clone())?)?;
             if q == 0 {
@@ -406,11 +438,16 @@ pub(crate) fn pin_to_core(core: usize) {
 /// Serves over AF_XDP in this thread's network namespace until `shutdown`
 /// is set, logging progress.
 pub fn serve_xdp(config: &Config, shutdown: &AtomicBool) -> anyhow::Result<()> {
-    let admin = start_admin(config)?;
-    let board = admin.as_ref().map(|a| a.0.clone());
+    let board = (!config.admin.listen.is_empty()).then(Board::new);
     checks::check_metadata(config, READY_TIMEOUT)?;
-    // Queue 0's worker checks readiness and tells the board.
-    let proxy = XdpProxy::start_with_board(config, 0, board.clone())?;
+    // Queue 0's worker checks readiness and tells the board. Capabilities
+    // go once the program is attached and the sockets bound: every thread
+    // started after (workers, admin, probes) has none.
+    let proxy = XdpProxy::start_with_board(config, 0, board.clone(), true)?;
+    let _admin = match &board {
+        Some(b) => spawn_admin(config, b.clone())?,
+        None => None,
+    };
     let _probe = match &board {
         Some(b) => start_probes(config, Vec::new(), Some(b))?,
         None => None,
@@ -464,9 +501,5 @@ pub fn xdp_unavailable(config: &Config) -> Option<String> {
     if config.ingress.interface.is_empty() {
         return Some("ingress.interface is not set".into());
     }
-    // SAFETY: plain libc call.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not running as root (AF_XDP needs CAP_NET_ADMIN, CAP_BPF)".into());
-    }
-    None
+    crate::privileges::xdp_missing()
 }
