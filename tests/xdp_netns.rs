@@ -484,7 +484,7 @@ fn af_xdp_runs_unprivileged_with_the_documented_capabilities_then_drops_them() {
         return;
     };
     const CAPS: &str = "+net_admin,+bpf,+perfmon,+net_raw,+ipc_lock";
-    let mut child = std::process::Command::new("ip")
+    let child = std::process::Command::new("ip")
         .args(["netns", "exec", &net.proxy_ns, "setpriv"])
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(format!("--inh-caps={CAPS}"))
