@@ -141,3 +141,55 @@ fn a_request_in_flight_at_sigterm_is_answered_and_new_ones_are_refused() {
     assert_eq!(status.code(), Some(0));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A worker that panics (test builds have a hook: a request_id that
+/// panics the worker; no real input does) is restarted on the same
+/// socket: the proxy keeps answering, and the exit counters say so.
+#[test]
+fn a_panicking_worker_is_restarted_on_the_same_socket() {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(env!("CARGO_BIN_EXE_tensorwire"))
+        .arg("run")
+        .env("TENSORWIRE__INGRESS__LISTEN", format!("127.0.0.1:{port}"))
+        .env("TENSORWIRE__INGRESS__MODE", "socket")
+        .env("TENSORWIRE__INGRESS__WORKERS", "1")
+        .env("TENSORWIRE__ADMIN__LISTEN", "")
+        .env("TENSORWIRE_TEST_PANIC_REQUEST_ID", "666")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut c = Client::connect(addr).unwrap();
+    c.timeout = Duration::from_millis(200);
+    let t0 = Instant::now();
+    while c.describe().is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the proxy never answered"
+        );
+    }
+    // DESCRIBE with request_id 666: the worker panics, no answer.
+    let mut d = vec![0u8; 24];
+    d[..4].copy_from_slice(&[0x54, 0x57, 1, 4]);
+    d[8..16].copy_from_slice(&666u64.to_be_bytes());
+    d[23] = 1;
+    c.send_raw(&[d]).unwrap();
+    assert!(
+        c.receive(666).is_err(),
+        "the panicking request got an answer"
+    );
+    // The restarted worker answers on the same socket.
+    c.timeout = Duration::from_secs(5);
+    assert!(c.describe().is_ok(), "no answer after the restart");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(log.contains("worker panicked"), "{log}");
+    assert!(log.contains("restarted with a fresh core"), "{log}");
+}

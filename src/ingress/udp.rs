@@ -34,6 +34,8 @@ pub struct UdpStats {
     pub gso_sends: u64,
     /// Send system calls (sendto or sendmsg), whatever they carried.
     pub send_calls: u64,
+    /// Times this socket's worker panicked and was restarted.
+    pub worker_restarts: u64,
     pub send_queued: u64,
     pub send_dropped: u64,
     pub send_errors: u64,

@@ -130,6 +130,7 @@ pub fn serve_udp(
             .enumerate()
             .map(|(i, (mut ingress, mut worker))| {
                 let board = board.clone();
+                let pipelines = &pipelines;
                 scope.spawn(move || -> anyhow::Result<(Stats, UdpStats)> {
                     if n > 1 && cores >= n {
                         pin_to_core(i);
@@ -148,17 +149,26 @@ pub fn serve_udp(
                     });
                     let mut since_log = 0u64;
                     ingress.log_every(Some(PUBLISH_EVERY));
-                    ingress.run(&mut worker, shutdown, |w, u| {
-                        since_log += PUBLISH_EVERY.as_millis() as u64;
-                        if log_every > 0 && since_log >= log_every {
-                            since_log = 0;
-                            log_stats(&w.stats(), &name, &crate::admin::numeric_fields(u));
-                        }
-                        if let (Some(b), Some(h)) = (&board, &heartbeat) {
-                            h.beat();
-                            b.publish_worker(&name, w.report("socket", queue, u));
-                        }
-                    })?;
+                    let rebuild = || -> anyhow::Result<Worker> {
+                        Ok(Worker::new(
+                            config.build_proxy_with_for(pipelines.clone(), n)?,
+                        )?)
+                    };
+                    let mut restarts = 0;
+                    contained(&name, &mut worker, &rebuild, &mut restarts, |worker| {
+                        ingress.run(worker, shutdown, |w, u| {
+                            since_log += PUBLISH_EVERY.as_millis() as u64;
+                            if log_every > 0 && since_log >= log_every {
+                                since_log = 0;
+                                log_stats(&w.stats(), &name, &crate::admin::numeric_fields(u));
+                            }
+                            if let (Some(b), Some(h)) = (&board, &heartbeat) {
+                                h.beat();
+                                b.publish_worker(&name, w.report("socket", queue, u));
+                            }
+                        })
+                    })??;
+                    ingress.stats.worker_restarts = restarts;
                     if let Some(b) = &board {
                         b.worker_stopped(&name);
                     }
@@ -174,6 +184,39 @@ pub fn serve_udp(
             })
             .collect()
     })
+}
+
+/// Runs a worker's loop. A panic inside it (a bug: every parser is fuzzed
+/// so that no input reaches one) is caught, logged and counted, and the
+/// loop goes on with a fresh core on the same ingress, whose socket or
+/// AF_XDP queue stays bound (no privilege is needed again). The requests
+/// that worker held are lost: their clients time out and retry.
+fn contained<T>(
+    name: &str,
+    worker: &mut Worker,
+    rebuild: &dyn Fn() -> anyhow::Result<Worker>,
+    restarts: &mut u64,
+    mut run: impl FnMut(&mut Worker) -> T,
+) -> anyhow::Result<T> {
+    loop {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(worker))) {
+            Ok(r) => return Ok(r),
+            Err(p) => {
+                let msg = p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                *restarts += 1;
+                tracing::error!(
+                    worker = name,
+                    restarts = *restarts,
+                    "worker panicked ({msg}); restarted with a fresh core on the same ingress"
+                );
+                *worker = rebuild()?;
+            }
+        }
+    }
 }
 
 /// The periodic stats line, as structured fields (JSON logs keep them
@@ -369,6 +412,7 @@ impl XdpProxy {
                 .map(|n| n.get())
                 .unwrap_or(1);
             let board = board.clone();
+            let (cfg, pipelines) = (config.clone(), pipelines.clone());
             workers.push(
                 std::thread::Builder::new()
                     .name(format!("tensorwire-xdp-q{q}"))
@@ -376,12 +420,20 @@ impl XdpProxy {
                         if cores > 1 {
                             pin_to_core(q as usize % cores);
                         }
-                        queue.run(&mut worker, &flag, PUBLISH_EVERY, |w, x| {
-                            if let (Some(b), Some(h)) = (&board, &heartbeat) {
-                                h.beat();
-                                b.publish_worker(&name, w.report("af_xdp", Some(q), x));
-                            }
-                        })?;
+                        let rebuild = || -> anyhow::Result<Worker> {
+                            Ok(Worker::new(cfg.build_proxy_with(pipelines.clone())?)?)
+                        };
+                        let mut restarts = 0;
+                        contained(&name, &mut worker, &rebuild, &mut restarts, |worker| {
+                            queue.run(worker, &flag, PUBLISH_EVERY, |w, x| {
+                                if let (Some(b), Some(h)) = (&board, &heartbeat) {
+                                    h.beat();
+                                    b.publish_worker(&name, w.report("af_xdp", Some(q), x));
+                                }
+                            })
+                        })
+                        .map_err(|e| io::Error::other(format!("{e:#}")))??;
+                        queue.stats.worker_restarts = restarts;
                         if let Some(b) = &board {
                             b.worker_stopped(&name);
                         }

@@ -16,6 +16,11 @@ pub struct Worker {
     pools: UpstreamPools,
     /// Answers collected from the pools (reused).
     answers: Vec<(CallId, CallResult)>,
+    /// Test builds only: a request_id that makes this worker panic, so
+    /// the tests can prove a panicking worker is contained and restarted
+    /// (`TENSORWIRE_TEST_PANIC_REQUEST_ID`; no such input exists).
+    #[cfg(debug_assertions)]
+    panic_on: Option<u64>,
 }
 
 impl Worker {
@@ -28,6 +33,10 @@ impl Worker {
             core,
             pools,
             answers: Vec::new(),
+            #[cfg(debug_assertions)]
+            panic_on: std::env::var("TENSORWIRE_TEST_PANIC_REQUEST_ID")
+                .ok()
+                .and_then(|v| v.parse().ok()),
         })
     }
 
@@ -138,6 +147,12 @@ impl DatagramHandler for Worker {
         now: Instant,
         out: &mut dyn ReplySink,
     ) {
+        #[cfg(debug_assertions)]
+        if self.panic_on.is_some()
+            && crate::wire::HeaderPrefix::new(payload).request_id() == self.panic_on
+        {
+            panic!("test hook: TENSORWIRE_TEST_PANIC_REQUEST_ID");
+        }
         self.core.handle(now, from, payload, out);
         if !self.pools.is_empty() {
             self.pump(now, out);

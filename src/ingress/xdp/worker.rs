@@ -72,6 +72,8 @@ pub struct XdpWorkerStats {
     pub tx_wakeups: u64,
     /// Times the fill ring had no room for recycled frames (they waited).
     pub fill_ring_full: u64,
+    /// Times this queue's worker panicked and was restarted.
+    pub worker_restarts: u64,
 }
 
 const SOL_XDP: libc::c_int = 283;
