@@ -69,6 +69,7 @@ impl Drop for RunningProxy {
 
 /// Serves in this thread until `shutdown` is set, logging progress.
 pub fn serve_udp(config: &Config, shutdown: &AtomicBool) -> anyhow::Result<(Stats, UdpStats)> {
+    log_security(config);
     let mut worker = Worker::new(config.build_proxy()?)?;
     worker.check_upstreams_ready(READY_TIMEOUT);
     let mut ingress = UdpIngress::bind(config.ingress.listen, &config.udp_settings())
@@ -96,6 +97,24 @@ pub fn serve_udp(config: &Config, shutdown: &AtomicBool) -> anyhow::Result<(Stat
         }
     })?;
     Ok((worker.stats(), ingress.stats.clone()))
+}
+
+/// Says at start what `[security]` does, loudly when validation is off.
+fn log_security(config: &Config) {
+    let s = &config.security;
+    if s.address_validation {
+        tracing::info!(
+            psk = !s.psk_file.is_empty(),
+            allowlist = s.allowlist.len(),
+            "address validation on: unvalidated sources get at most 3x the bytes they send"
+        );
+    } else {
+        tracing::warn!(
+            "ADDRESS VALIDATION IS OFF ([security] address_validation = false): any source, \
+             forged or not, gets full answers; this proxy is a UDP amplifier unless only \
+             trusted hosts can reach it"
+        );
+    }
 }
 
 /// How long the start-up readiness check waits for each upstream.
@@ -152,9 +171,13 @@ impl XdpProxy {
             "ingress.interface is empty: AF_XDP needs an interface"
         );
         let pipelines = config.build_pipelines()?;
+        // One token secret for every queue's core: a token made by one
+        // is good at the others.
+        let security = config.security_settings()?;
+        log_security(config);
         let xdp = &config.ingress.xdp;
         let program =
-            SteeringProgram::attach(ifname, config.ingress.listen.port(), &xdp.allowlist)?;
+            SteeringProgram::attach(ifname, config.ingress.listen.port(), &config.security.allowlist)?;
         let queues = if queues == 0 {
             crate::ingress::xdp::ethtool::rx_queues(ifname)
         } else {
@@ -164,7 +187,8 @@ impl XdpProxy {
         let mut workers = Vec::new();
         for q in 0..queues {
             let mut queue = worker::XdpQueue::bind(ifname, q, &program, xdp)?;
-            let mut worker = Worker::new(config.build_proxy_with(pipelines.clone())?)?;
+            let core = config.build_proxy_for(pipelines.clone(), security.clone())?;
+            let mut worker = Worker::new(core)?;
             if q == 0 {
                 worker.check_upstreams_ready(READY_TIMEOUT);
             }
