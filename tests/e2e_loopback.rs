@@ -316,7 +316,9 @@ fn an_unvalidated_source_gets_at_most_three_times_over_the_socket() {
     );
     // The Rust client validates by itself: the full answers.
     let mut c = Client::connect(proxy.addr).unwrap();
-    let r = c.send_image(1, &img, None, 1472, &Faults::default()).unwrap();
+    let r = c
+        .send_image(1, &img, None, 1472, &Faults::default())
+        .unwrap();
     assert_eq!(r.tensors().unwrap()[0].shape, vec![1, 3, 224, 224]);
     assert!(c.is_validated());
     assert_eq!(c.describe().unwrap()["address_validation"], true);

@@ -500,7 +500,10 @@ fn garbage_never_panics_and_memory_stays_bounded() {
 
 /// Bytes sent to `to` in `out`.
 fn bytes_to(out: &Out, to: SocketAddr) -> usize {
-    out.iter().filter(|(a, _)| *a == to).map(|(_, d)| d.len()).sum()
+    out.iter()
+        .filter(|(a, _)| *a == to)
+        .map(|(_, d)| d.len())
+        .sum()
 }
 
 #[test]
@@ -559,7 +562,12 @@ fn the_default_proxy_is_no_amplifier() {
     // client's HELLO/TOKEN): the full answers (602,112 B of tensor for the
     // 51-byte image).
     assert!(validate(&mut p, victim, now));
-    let o = send_from(&mut p, now, victim, &image_rows(&small_image(1, 1, PixelFormat::Rgb8), 1, 10, 1472));
+    let o = send_from(
+        &mut p,
+        now,
+        victim,
+        &image_rows(&small_image(1, 1, PixelFormat::Rgb8), 1, 10, 1472),
+    );
     let (_, _, body) = response_body(&o, 10);
     assert!(body.len() > 602_112);
     eprintln!("validated: 51 B in, {} B out", bytes_to(&o, victim));
@@ -600,11 +608,17 @@ fn hello_needs_1200_bytes_and_a_token_bound_to_its_address() {
     // HELLO with a pipeline, seq or count: MALFORMED.
     let mut bad = hello(4, &[], 1200);
     set_u16(&mut bad, 6, 1);
-    assert_eq!(code(&send_from(&mut p, now, a, &[bad])), ErrorCode::Malformed);
+    assert_eq!(
+        code(&send_from(&mut p, now, a, &[bad])),
+        ErrorCode::Malformed
+    );
     // token_len beyond the datagram or above 64: MALFORMED.
     let mut bad = hello(5, &[], 1200);
     set_u16(&mut bad, 24, 65);
-    assert_eq!(code(&send_from(&mut p, now, a, &[bad])), ErrorCode::Malformed);
+    assert_eq!(
+        code(&send_from(&mut p, now, a, &[bad])),
+        ErrorCode::Malformed
+    );
     // The owner: validated, with the validation's lifetime.
     let (_, v, life, _) = token_of(&send_from(&mut p, now, a, &[hello(6, &token, 0)]));
     assert_eq!((v, life), (1, 600));

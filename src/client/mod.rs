@@ -205,16 +205,22 @@ impl Client {
                     if !token.is_empty() {
                         return Err(ClientError::Validation(format!(
                             "the proxy refused its own token{}",
-                            if self.psk.is_some() { " (wrong pre-shared key?)" } else { " (pre-shared key needed?)" }
+                            if self.psk.is_some() {
+                                " (wrong pre-shared key?)"
+                            } else {
+                                " (pre-shared key needed?)"
+                            }
                         )));
                     }
                     token = t;
                 }
-                other => {
-                    return Err(ClientError::Validation(format!(
-                        "HELLO answered {other:?}"
-                    )))
+                Reply::Error { .. } => {
+                    // A proxy before rev 3 does not know HELLO: nothing to
+                    // validate with; go on without.
+                    self.validated_until = Some(Instant::now() + Duration::from_secs(3600));
+                    return Ok(());
                 }
+                other => return Err(ClientError::Validation(format!("HELLO answered {other:?}"))),
             }
         }
         Err(ClientError::Validation("no TOKEN validated".into()))

@@ -28,9 +28,8 @@ impl Config {
                 Some(d) => d.join(&s.psk_file),
                 None => s.psk_file.clone().into(),
             };
-            let bytes = std::fs::read(&path).map_err(|e| {
-                invalid("security.psk_file", format!("{}: {e}", path.display()))
-            })?;
+            let bytes = std::fs::read(&path)
+                .map_err(|e| invalid("security.psk_file", format!("{}: {e}", path.display())))?;
             // The key is the file's bytes without trailing whitespace
             // (`openssl rand -hex 32 > psk` works).
             let key = bytes.trim_ascii_end().to_vec();

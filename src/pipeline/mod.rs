@@ -156,7 +156,8 @@ impl Pipeline {
         let c = &self.config;
         match (c.image.as_ref(), c.text.as_ref(), f) {
             (Some(i), _, _) => {
-                let data = i.channels as usize * i.width as usize * i.height as usize * i.dtype.size();
+                let data =
+                    i.channels as usize * i.width as usize * i.height as usize * i.dtype.size();
                 JSON_FIXED + JSON_PER_OUTPUT + i.tensor_name.len() + data
             }
             (None, Some(t), crate::reassembly::Fragment::Text { repr, .. }) => {

@@ -26,10 +26,10 @@ use crate::upstream::{
 use crate::wire::hello::MIN_HELLO_DATAGRAM;
 use crate::wire::{content_type, ErrorCode, HeaderPrefix, HeaderRepr, Kind, Packet, MAGIC};
 use crate::wire::{HelloPacket, HelloRepr, TokenRepr, HEADER_LEN, VERSION};
-use validation::{AddrTable, Budget, TokenKeys};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+use validation::{AddrTable, Budget, TokenKeys};
 
 /// RETRY's message (at most 40 bytes: a 24-byte datagram earns 72).
 pub const RETRY_MSG: &str = "address not validated: send HELLO";
@@ -284,8 +284,7 @@ impl Proxy {
     /// Counts a datagram's bytes to its source's budget (or keeps a
     /// validated source alive); true when the source is validated.
     fn note_received(&mut self, from: SocketAddr, len: usize, now: Instant) -> bool {
-        if !self.settings.security.address_validation
-            || self.validated.touch(&from, now).is_some()
+        if !self.settings.security.address_validation || self.validated.touch(&from, now).is_some()
         {
             return true;
         }
@@ -407,12 +406,9 @@ impl Proxy {
             let answer = self
                 .replies
                 .response_len(from, pipeline.echo_answer_bound(&fragment));
-            let coming = crate::pipeline::Pipeline::request_min_bytes(
-                header.kind,
-                header.count,
-                &fragment,
-            )
-            .saturating_sub(d.len());
+            let coming =
+                crate::pipeline::Pipeline::request_min_bytes(header.kind, header.count, &fragment)
+                    .saturating_sub(d.len());
             let left = self.budgets.touch(&from, now).map_or(0, |b| b.left());
             if left + validation::AMPLIFICATION_FACTOR * (coming as u64) < (answer as u64) {
                 self.stats.budget_bytes_refused += answer as u64;
@@ -707,8 +703,12 @@ impl Proxy {
         self.reassembler.expire(now, &mut expired);
         for e in &expired {
             let msg = match e.why {
-                Expiry::Idle => "no new fragment within the reassembly timeout (reassembly_timeout_ms)",
-                Expiry::Deadline => "not all fragments arrived within the request deadline (request_deadline_ms)",
+                Expiry::Idle => {
+                    "no new fragment within the reassembly timeout (reassembly_timeout_ms)"
+                }
+                Expiry::Deadline => {
+                    "not all fragments arrived within the request deadline (request_deadline_ms)"
+                }
             };
             self.error(out, e.key, e.pipeline_id, ErrorCode::Incomplete, msg, now);
         }

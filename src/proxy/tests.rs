@@ -70,14 +70,22 @@ fn validate(p: &mut Proxy, from: SocketAddr, now: Instant) {
     let (id, validated, _, token) = token_of(&out);
     assert_eq!((id, validated), (1, false));
     out.clear();
-    p.handle(now, from, &crate::client::Client::hello_datagram(2, &token, None), &mut out);
-    assert_eq!(token_of(&out).1, true, "the proxy's own token validates");
+    p.handle(
+        now,
+        from,
+        &crate::client::Client::hello_datagram(2, &token, None),
+        &mut out,
+    );
+    assert!(token_of(&out).1, "the proxy's own token validates");
     assert!(p.is_validated(from, now));
 }
 
 /// Bytes of every datagram in `out` sent to `to`.
 fn bytes_to(out: &Out, to: SocketAddr) -> usize {
-    out.iter().filter(|(a, _)| *a == to).map(|(_, d)| d.len()).sum()
+    out.iter()
+        .filter(|(a, _)| *a == to)
+        .map(|(_, d)| d.len())
+        .sum()
 }
 
 fn image() -> RawImage {
@@ -351,7 +359,10 @@ fn a_forged_source_gets_at_most_three_times_its_bytes_then_the_full_answer_once_
     assert!(bytes_to(&out, victim) <= 3 * img.len());
     // No work, no state for it.
     let s = p.stats();
-    assert_eq!((s.requests_started, s.requests_in_flight, s.state_bytes), (0, 0, 0));
+    assert_eq!(
+        (s.requests_started, s.requests_in_flight, s.state_bytes),
+        (0, 0, 0)
+    );
     out.clear();
     let d = describe_datagram(2);
     p.handle(t0, victim, &d, &mut out);
@@ -360,7 +371,13 @@ fn a_forged_source_gets_at_most_three_times_its_bytes_then_the_full_answer_once_
     // A text request and malformed datagrams: never more than 3x in total.
     let mut sent_in = img.len() + d.len();
     let texts = crate::client::text_chunks(b"hello world", 4, 3, 1472, 0);
-    for (i, t) in texts.iter().chain([&vec![0x54, 0x57, 1, 1, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 1]]).enumerate() {
+    for (i, t) in texts
+        .iter()
+        .chain([&vec![
+            0x54, 0x57, 1, 1, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 1,
+        ]])
+        .enumerate()
+    {
         let mut o = Out::new();
         p.handle(t0, victim, t, &mut o);
         sent_in += t.len();
@@ -374,7 +391,10 @@ fn a_forged_source_gets_at_most_three_times_its_bytes_then_the_full_answer_once_
         assert!(bytes_to(&out, victim) <= 3 * sent_in);
     }
     let s = p.stats();
-    assert!(s.retries_sent >= 3 && s.budget_bytes_refused > 600_000, "{s:?}");
+    assert!(
+        s.retries_sent >= 3 && s.budget_bytes_refused > 600_000,
+        "{s:?}"
+    );
     // The real owner of the address validates: full answers.
     validate(&mut p, victim, t0);
     out.clear();
@@ -383,13 +403,22 @@ fn a_forged_source_gets_at_most_three_times_its_bytes_then_the_full_answer_once_
     assert!(body > 602_112, "the whole 224x224 FP32 tensor: {body}");
     out.clear();
     p.handle(t0, victim, &describe_datagram(501), &mut out);
-    assert_eq!(Packet::new_checked(&out[0].1[..]).unwrap().kind(), Some(Kind::Response));
+    assert_eq!(
+        Packet::new_checked(&out[0].1[..]).unwrap().kind(),
+        Some(Kind::Response)
+    );
     // Validation off: no budget at all.
     let mut off = unvalidated_proxy(|s| s.address_validation = false);
     out.clear();
     off.handle(t0, victim, &img, &mut out);
     assert!(bytes_to(&out, victim) > 602_112);
-    assert_eq!(off.describe_json().windows(26).filter(|w| w == b"\"address_validation\":false").count(), 1);
+    assert_eq!(
+        off.describe_json()
+            .windows(26)
+            .filter(|w| w == b"\"address_validation\":false")
+            .count(),
+        1
+    );
 }
 
 #[test]
@@ -402,7 +431,9 @@ fn model_server_answers_above_the_budget_become_retry() {
         p.handle(t0, forged, &d, &mut out);
     }
     assert!(out.is_empty());
-    let call = p.poll_call().expect("the size of a model's answer is not known in advance");
+    let call = p
+        .poll_call()
+        .expect("the size of a model's answer is not known in advance");
     let big = vec![7u8; 10_000];
     p.on_upstream_answer(call.id, Ok(kserve_answer(&big, 0)), t0, &mut out);
     let (code, id, pipeline, _) = error_of(&out);
@@ -432,11 +463,21 @@ fn hello_rules() {
     assert_eq!(error_of(&out).0, ErrorCode::Malformed);
     // A token for `a` presented by `b`: a fresh token for b, not validated.
     out.clear();
-    p.handle(t0, a, &crate::client::Client::hello_datagram(2, &[], None), &mut out);
+    p.handle(
+        t0,
+        a,
+        &crate::client::Client::hello_datagram(2, &[], None),
+        &mut out,
+    );
     let (_, v, lifetime, token) = token_of(&out);
     assert!(!v && lifetime == 3600 && token.len() <= 64);
     out.clear();
-    p.handle(t0, b, &crate::client::Client::hello_datagram(3, &token, None), &mut out);
+    p.handle(
+        t0,
+        b,
+        &crate::client::Client::hello_datagram(3, &token, None),
+        &mut out,
+    );
     let (id, v, _, fresh) = token_of(&out);
     assert!(!v && id == 3 && fresh != token);
     assert!(!p.is_validated(b, t0));
@@ -444,7 +485,12 @@ fn hello_rules() {
     let mut forged = token.clone();
     forged[10] ^= 1;
     out.clear();
-    p.handle(t0, a, &crate::client::Client::hello_datagram(4, &forged, None), &mut out);
+    p.handle(
+        t0,
+        a,
+        &crate::client::Client::hello_datagram(4, &forged, None),
+        &mut out,
+    );
     assert!(!token_of(&out).1);
     // Replayed by `a` within its lifetime (padding optional): validated.
     let mut bare = crate::client::Client::hello_datagram(5, &token, None);
@@ -465,11 +511,25 @@ fn a_pre_shared_key_is_needed_when_configured() {
     let mut p = unvalidated_proxy(|s| s.psk = Some(b"correct horse battery".to_vec()));
     let a: SocketAddr = "198.51.100.1:1000".parse().unwrap();
     let mut out = Out::new();
-    p.handle(t0, a, &crate::client::Client::hello_datagram(1, &[], None), &mut out);
+    p.handle(
+        t0,
+        a,
+        &crate::client::Client::hello_datagram(1, &[], None),
+        &mut out,
+    );
     let token = token_of(&out).3;
-    for (id, psk, ok) in [(2, None, false), (3, Some(&b"wrong key"[..]), false), (4, Some(&b"correct horse battery"[..]), true)] {
+    for (id, psk, ok) in [
+        (2, None, false),
+        (3, Some(&b"wrong key"[..]), false),
+        (4, Some(&b"correct horse battery"[..]), true),
+    ] {
         out.clear();
-        p.handle(t0, a, &crate::client::Client::hello_datagram(id, &token, psk), &mut out);
+        p.handle(
+            t0,
+            a,
+            &crate::client::Client::hello_datagram(id, &token, psk),
+            &mut out,
+        );
         assert_eq!(token_of(&out).1, ok, "{psk:?}");
     }
     assert_eq!(p.stats().psk_failures, 2);
@@ -484,10 +544,20 @@ fn the_validated_table_stays_bounded_under_100k_sources() {
     for i in 0..100_000u32 {
         let from = SocketAddr::from(((0x0a00_0000 + i).to_be_bytes(), 4000));
         out.clear();
-        p.handle(t0, from, &crate::client::Client::hello_datagram(1, &[], None), &mut out);
+        p.handle(
+            t0,
+            from,
+            &crate::client::Client::hello_datagram(1, &[], None),
+            &mut out,
+        );
         let token = token_of(&out).3;
         out.clear();
-        p.handle(t0, from, &crate::client::Client::hello_datagram(2, &token, None), &mut out);
+        p.handle(
+            t0,
+            from,
+            &crate::client::Client::hello_datagram(2, &token, None),
+            &mut out,
+        );
         assert!(token_of(&out).1);
     }
     let s = p.stats();
@@ -495,7 +565,10 @@ fn the_validated_table_stays_bounded_under_100k_sources() {
     assert_eq!(s.validated_addresses, 1000);
     assert_eq!(s.validated_evictions, 99_000);
     // The newest are kept, the oldest forgotten.
-    assert!(p.is_validated(SocketAddr::from(((0x0a00_0000u32 + 99_999).to_be_bytes(), 4000)), t0));
+    assert!(p.is_validated(
+        SocketAddr::from(((0x0a00_0000u32 + 99_999).to_be_bytes(), 4000)),
+        t0
+    ));
     assert!(!p.is_validated(SocketAddr::from((0x0a00_0000u32.to_be_bytes(), 4000)), t0));
 }
 
@@ -506,8 +579,18 @@ fn the_allowlist_drops_other_sources() {
         s.allowlist = vec![Prefix::parse("10.9.0.0/24").unwrap()];
     });
     let mut out = Out::new();
-    p.handle(t0, "10.10.0.2:1".parse().unwrap(), &describe_datagram(1), &mut out);
-    p.handle(t0, "[fd00::1]:1".parse().unwrap(), &describe_datagram(2), &mut out);
+    p.handle(
+        t0,
+        "10.10.0.2:1".parse().unwrap(),
+        &describe_datagram(1),
+        &mut out,
+    );
+    p.handle(
+        t0,
+        "[fd00::1]:1".parse().unwrap(),
+        &describe_datagram(2),
+        &mut out,
+    );
     assert!(out.is_empty());
     p.handle(t0, client(), &describe_datagram(3), &mut out);
     assert_eq!(out.len(), 1, "RETRY for the unvalidated but allowed client");

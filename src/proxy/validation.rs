@@ -156,7 +156,11 @@ impl TokenKeys {
         }
         let k = derive(&self.secret, period);
         // Keep the newer of the two cached periods.
-        let keep = if self.cache[0].0 >= self.cache[1].0 { 0 } else { 1 };
+        let keep = if self.cache[0].0 >= self.cache[1].0 {
+            0
+        } else {
+            1
+        };
         self.cache[1 - keep] = (period, k);
         k
     }
@@ -175,7 +179,12 @@ impl TokenKeys {
     }
 
     /// Checks `token` for `addr` at `now` (constant-time MAC comparison).
-    pub fn check(&mut self, token: &[u8], addr: SocketAddr, now: Instant) -> Result<(), TokenError> {
+    pub fn check(
+        &mut self,
+        token: &[u8],
+        addr: SocketAddr,
+        now: Instant,
+    ) -> Result<(), TokenError> {
         if token.len() != TOKEN_LEN {
             return Err(TokenError::Malformed);
         }
@@ -470,7 +479,11 @@ mod tests {
         // Many distinct sources: never above capacity.
         let mut big: AddrTable<()> = AddrTable::new(100, Duration::from_secs(10));
         for i in 0..10_000u32 {
-            big.insert(SocketAddr::from((i.to_be_bytes(), 1)), (), ms(i as u64 / 100));
+            big.insert(
+                SocketAddr::from((i.to_be_bytes(), 1)),
+                (),
+                ms(i as u64 / 100),
+            );
             assert!(big.len() <= 100);
         }
         assert_eq!(big.evicted(), 9_900);
@@ -490,7 +503,9 @@ mod tests {
         assert!(!one.contains("192.0.2.8".parse().unwrap()));
         let v6 = Prefix::parse("fd00::/8").unwrap();
         assert!(v6.contains("fd12::1".parse().unwrap()));
-        assert!(Prefix::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
+        assert!(Prefix::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
         for bad in ["10.0.0.0/33", "nope", "10.0.0.0/x", "::/129"] {
             assert!(Prefix::parse(bad).is_none(), "{bad}");
         }

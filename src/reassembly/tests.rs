@@ -154,7 +154,14 @@ fn idle_timeout_restarts_only_on_a_new_seq() {
     // A new seq at 80 ms: the idle clock restarts.
     acc(&mut r, k, &header(1, 3), 40, text(2, 6, b"cd"), t0 + ms(80)).unwrap();
     // A duplicate at 150 ms does not restart it.
-    let dup = acc(&mut r, k, &header(1, 3), 40, text(2, 6, b"cd"), t0 + ms(150));
+    let dup = acc(
+        &mut r,
+        k,
+        &header(1, 3),
+        40,
+        text(2, 6, b"cd"),
+        t0 + ms(150),
+    );
     assert!(matches!(dup, Ok(Outcome::Duplicate)));
     let mut out = Vec::new();
     r.expire(t0 + ms(100), &mut out);
@@ -188,7 +195,15 @@ fn a_trickling_request_ends_at_its_deadline() {
             break;
         }
         let off = 2 * seq;
-        acc(&mut r, k, &header(seq, count), 40, text(off, 2 * count, b"ab"), now).unwrap();
+        acc(
+            &mut r,
+            k,
+            &header(seq, count),
+            40,
+            text(off, 2 * count, b"ab"),
+            now,
+        )
+        .unwrap();
     }
     assert_eq!(
         out,

@@ -176,8 +176,11 @@ impl XdpProxy {
         let security = config.security_settings()?;
         log_security(config);
         let xdp = &config.ingress.xdp;
-        let program =
-            SteeringProgram::attach(ifname, config.ingress.listen.port(), &config.security.allowlist)?;
+        let program = SteeringProgram::attach(
+            ifname,
+            config.ingress.listen.port(),
+            &config.security.allowlist,
+        )?;
         let queues = if queues == 0 {
             crate::ingress::xdp::ethtool::rx_queues(ifname)
         } else {

@@ -82,7 +82,10 @@ pub struct HelloRepr<'a> {
 
 impl<'a> HelloRepr<'a> {
     pub fn parse(p: &'a HelloPacket<&'a [u8]>) -> Result<HelloRepr<'a>, WireError> {
-        let proof = p.trailer().get(..32).map(|s| s.try_into().expect("32 bytes"));
+        let proof = p
+            .trailer()
+            .get(..32)
+            .map(|s| s.try_into().expect("32 bytes"));
         Ok(HelloRepr {
             token: p.token(),
             proof,

@@ -14,9 +14,9 @@ pub mod token;
 
 pub use error_packet::{ErrorPacket, ErrorRepr};
 pub use header::{HeaderPrefix, HeaderRepr, Packet};
+pub use hello::{HelloPacket, HelloRepr};
 pub use image::{ImageFragment, ImageRepr, Rect};
 pub use response::{ResponsePacket, ResponseRepr};
-pub use hello::{HelloPacket, HelloRepr};
 pub use text::{TextChunk, TextRepr};
 pub use token::{TokenPacket, TokenRepr};
 

@@ -1,8 +1,8 @@
 //! TOKEN body (rev 3, "Address validation"): token_len, validated,
 //! reserved, lifetime_s, token.
 
-use super::{read_u16, read_u32, write_u16, write_u32, Field, WireError};
 use super::hello::MAX_TOKEN_LEN;
+use super::{read_u16, read_u32, write_u16, write_u32, Field, WireError};
 
 mod field {
     use super::Field;
