@@ -160,7 +160,7 @@ mod tests {
             HelloPacket::new_checked(&[0u8, 4, 1, 2, 3][..]).unwrap_err(),
             WireError::Truncated
         );
-        let mut b = vec![0u8; 100];
+        let mut b = [0u8; 100];
         b[1] = 65;
         assert!(matches!(
             HelloPacket::new_checked(&b[..]),
