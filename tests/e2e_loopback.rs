@@ -190,6 +190,7 @@ fn texts_with_overlaps_and_faults() {
 fn dropped_fragments_give_incomplete_and_late_duplicates_start_nothing() {
     let (proxy, _) = start();
     let mut c = Client::connect(proxy.addr).unwrap();
+    c.handshake().unwrap();
     let img = load_image(&testdata("images/chelsea.png"), None).unwrap();
     let id = c.next_request_id();
     let all = tensorwire::client::image_rows(&img, 1, id, 1472);
@@ -362,4 +363,98 @@ fn two_socket_workers_share_the_port_and_every_request_completes() {
     for (s, _) in &workers {
         assert_eq!(s.errors_sent, 0, "{s}");
     }
+}
+
+/// Everything that arrives at `sock` until it stays quiet for `quiet`.
+fn drain(sock: &std::net::UdpSocket, quiet: Duration) -> Vec<Vec<u8>> {
+    sock.set_read_timeout(Some(quiet)).unwrap();
+    let mut buf = vec![0u8; 65536];
+    let mut got = Vec::new();
+    while let Ok(n) = sock.recv(&mut buf) {
+        got.push(buf[..n].to_vec());
+    }
+    got
+}
+
+#[test]
+fn an_unvalidated_source_gets_at_most_three_times_over_the_socket() {
+    let (proxy, _) = start();
+    // A bare socket plays the forged source: no HELLO.
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.connect(proxy.addr).unwrap();
+    let img = tensorwire::client::RawImage {
+        width: 1,
+        height: 1,
+        format: PixelFormat::Rgb8,
+        data: vec![9, 8, 7],
+    };
+    let one = tensorwire::client::image_rows(&img, 1, 1, 1472).remove(0);
+    let mut describe = vec![0u8; 24];
+    describe[..4].copy_from_slice(&[0x54, 0x57, 1, 4]);
+    describe[15] = 2;
+    describe[23] = 1;
+    let mut sent = 0;
+    let mut received = 0;
+    for d in [&one, &describe] {
+        sock.send(d).unwrap();
+        sent += d.len();
+        let got = drain(&sock, Duration::from_millis(300));
+        assert_eq!(got.len(), 1, "one RETRY");
+        assert_eq!(got[0][3], 0x82, "ERROR");
+        assert_eq!(u16::from_be_bytes([got[0][24], got[0][25]]), 11, "RETRY");
+        received += got[0].len();
+    }
+    assert!(received <= 3 * sent, "{received} B for {sent} B");
+    eprintln!(
+        "socket, unvalidated: {sent} B in, {received} B out ({:.2}x)",
+        received as f64 / sent as f64
+    );
+    // The Rust client validates by itself: the full answers.
+    let mut c = Client::connect(proxy.addr).unwrap();
+    let r = c
+        .send_image(1, &img, None, 1472, &Faults::default())
+        .unwrap();
+    assert_eq!(r.tensors().unwrap()[0].shape, vec![1, 3, 224, 224]);
+    assert!(c.is_validated());
+    assert_eq!(c.describe().unwrap()["address_validation"], true);
+    let (stats, _) = proxy.stop().unwrap();
+    assert_eq!(stats.retries_sent, 2);
+    assert_eq!(stats.validations, 1);
+}
+
+#[test]
+fn a_large_photo_paced_slower_than_the_old_timeout_completes_with_the_defaults() {
+    // 2560x1600 RGB: 8,630 datagrams; at ~30k datagrams/s they take about
+    // 290 ms, longer than the old 250 ms from the first fragment allowed.
+    // The timeouts are the defaults; the socket buffer holds the whole
+    // photo, so that a debug-build proxy on a busy test machine drops
+    // nothing while it catches up (loss is another test's subject).
+    let mut cfg = Config::builtin();
+    cfg.ingress.socket_buffer_bytes = 64 << 20;
+    let proxy = RunningProxy::spawn(cfg, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let (w, h) = (2560u32, 1600u32);
+    let img = tensorwire::client::RawImage {
+        width: w,
+        height: h,
+        format: PixelFormat::Rgb8,
+        data: (0..(w * h * 3) as usize).map(|i| (i % 251) as u8).collect(),
+    };
+    let mut c = Client::connect(proxy.addr).unwrap();
+    c.handshake().unwrap();
+    c.timeout = Duration::from_secs(60);
+    let id = c.next_request_id();
+    let datagrams = tensorwire::client::image_rows(&img, 1, id, 1472);
+    assert!(datagrams.len() > 8000);
+    // Bursts of 60 every 2 ms: 30k datagrams/s.
+    let start = std::time::Instant::now();
+    for (i, burst) in datagrams.chunks(60).enumerate() {
+        c.send_raw(burst).unwrap();
+        let due = start + Duration::from_millis(2 * (i as u64 + 1));
+        std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+    }
+    match c.receive(id).unwrap() {
+        Reply::Response { .. } => {}
+        other => panic!("expected the tensor, got {other:?}"),
+    }
+    drop(proxy);
 }

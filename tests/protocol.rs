@@ -18,11 +18,61 @@ fn client() -> SocketAddr {
     "10.9.0.2:40000".parse().unwrap()
 }
 
+/// The built-in configuration (address validation on) with `edit`;
+/// `client()` validated by the HELLO/TOKEN round trip.
 fn proxy_with(edit: impl FnOnce(&mut Config)) -> Proxy {
+    let mut p = unvalidated_proxy_with(edit);
+    assert!(validate(&mut p, client(), Instant::now()));
+    p
+}
+
+fn unvalidated_proxy_with(edit: impl FnOnce(&mut Config)) -> Proxy {
     let mut cfg = Config::builtin();
     edit(&mut cfg);
     cfg.validate().unwrap();
     cfg.build_proxy().unwrap()
+}
+
+/// HELLO as the spec lays it out, built by hand (an independent client):
+/// header (kind 0x05, pipeline 0, seq 0, count 1), token_len, token,
+/// zero padding to `len` bytes.
+fn hello(request_id: u64, token: &[u8], len: usize) -> Vec<u8> {
+    let mut d = vec![0u8; len.max(26 + token.len())];
+    d[..4].copy_from_slice(&[0x54, 0x57, 1, 0x05]);
+    d[8..16].copy_from_slice(&request_id.to_be_bytes());
+    set_u32(&mut d, 20, 1);
+    set_u16(&mut d, 24, token.len() as u16);
+    d[26..26 + token.len()].copy_from_slice(token);
+    d
+}
+
+/// The TOKEN in `out`, read by hand: (request_id, validated, lifetime_s, token).
+fn token_of(out: &Out) -> (u64, u8, u32, Vec<u8>) {
+    assert_eq!(out.len(), 1, "expected one TOKEN");
+    let d = &out[0].1;
+    assert_eq!(&d[..4], &[0x54, 0x57, 1, 0x83]);
+    assert_eq!(&d[6..8], &[0, 0], "pipeline 0");
+    assert_eq!(&d[16..24], &[0, 0, 0, 0, 0, 0, 0, 1], "seq 0, count 1");
+    let len = u16::from_be_bytes([d[24], d[25]]) as usize;
+    assert!(len <= 64);
+    assert_eq!(d[27], 0, "reserved");
+    assert_eq!(d.len(), 32 + len);
+    let id = u64::from_be_bytes(d[8..16].try_into().unwrap());
+    let life = u32::from_be_bytes(d[28..32].try_into().unwrap());
+    (id, d[26], life, d[32..].to_vec())
+}
+
+/// The spec's round trip; whether the address ends up validated.
+fn validate(p: &mut Proxy, from: SocketAddr, now: Instant) -> bool {
+    let mut out = Out::new();
+    p.handle(now, from, &hello(900, &[], 1200), &mut out);
+    let (id, validated, _, token) = token_of(&out);
+    assert_eq!((id, validated), (900, 0));
+    out.clear();
+    p.handle(now, from, &hello(901, &token, 0), &mut out);
+    let (id, validated, _, _) = token_of(&out);
+    assert_eq!(id, 901);
+    validated == 1
 }
 
 fn proxy() -> Proxy {
@@ -204,14 +254,13 @@ fn each_error_code_and_the_fields_it_copies() {
         (ErrorCode::Overloaded, 14, 2)
     );
 
-    // INCOMPLETE after the reassembly timeout.
+    // INCOMPLETE after the (idle) reassembly timeout, pipeline copied.
     let mut out = Out::new();
-    p.on_timeout(now + Duration::from_millis(249), &mut out);
+    p.on_timeout(now + Duration::from_millis(999), &mut out);
     assert!(out.is_empty());
-    assert_eq!(p.next_deadline(), Some(now + Duration::from_millis(250)));
-    p.on_timeout(now + Duration::from_millis(250), &mut out);
-    assert_eq!(error_of(&out).0, ErrorCode::Incomplete);
-    assert_eq!(error_of(&out).1, 13);
+    assert_eq!(p.next_deadline(), Some(now + Duration::from_millis(1000)));
+    p.on_timeout(now + Duration::from_millis(1000), &mut out);
+    assert_eq!(error_of(&out), (ErrorCode::Incomplete, 13, 2));
     assert_eq!(p.stats().requests_in_flight, 0);
 
     // INVALID_CONTENT: bytes that are not UTF-8.
@@ -393,9 +442,9 @@ fn one_answer_per_request_and_late_fragments_start_nothing() {
     let long = text_chunks(&[b'a'; 3000], 2, 62, 1472, 0);
     send(&mut p, now, &long[..1]);
     let mut out = Out::new();
-    p.on_timeout(now + Duration::from_millis(300), &mut out);
+    p.on_timeout(now + Duration::from_millis(1000), &mut out);
     assert_eq!(code(&out), ErrorCode::Incomplete);
-    assert!(send(&mut p, now + Duration::from_millis(310), &long[1..]).is_empty());
+    assert!(send(&mut p, now + Duration::from_millis(1010), &long[1..]).is_empty());
     assert_eq!(p.stats().requests_in_flight, 0);
 }
 
@@ -447,4 +496,136 @@ fn garbage_never_panics_and_memory_stays_bounded() {
     }
     p.on_timeout(now + Duration::from_secs(5), &mut out);
     assert_eq!(p.stats().requests_in_flight, 0);
+}
+
+/// Bytes sent to `to` in `out`.
+fn bytes_to(out: &Out, to: SocketAddr) -> usize {
+    out.iter()
+        .filter(|(a, _)| *a == to)
+        .map(|(_, d)| d.len())
+        .sum()
+}
+
+#[test]
+fn the_default_proxy_is_no_amplifier() {
+    // Every request kind from a forged (unvalidated) source: at most 3x
+    // the bytes received, and RETRY where the answer would be larger.
+    let now = Instant::now();
+    let mut p = unvalidated_proxy_with(|_| {});
+    let victim: SocketAddr = "203.0.113.5:123".parse().unwrap();
+    let img1 = image_rows(&small_image(1, 1, PixelFormat::Rgb8), 1, 1, 1472);
+    assert_eq!(img1[0].len(), 51);
+    let mut describe = vec![0u8; 24];
+    describe[..4].copy_from_slice(&[0x54, 0x57, 1, 4]);
+    set_u32(&mut describe, 20, 1);
+    describe[15] = 2;
+    let tiles = image_tiles(
+        &small_image(4, 4, PixelFormat::Rgb8),
+        1,
+        3,
+        &tile_grid(
+            4,
+            4,
+            3,
+            OutputGeometry {
+                width: 224,
+                height: 224,
+                antialias: true,
+            },
+            1472,
+        )
+        .unwrap(),
+    );
+    let text = text_chunks(b"a tiny text", 2, 4, 1472, 0);
+    let mut received = 0;
+    let mut out = Out::new();
+    for (what, req) in [
+        ("1x1 image", img1.clone()),
+        ("DESCRIBE", vec![describe.clone()]),
+        ("tiles", tiles),
+        ("text", text),
+    ] {
+        let o = send_from(&mut p, now, victim, &req);
+        received += req.iter().map(Vec::len).sum::<usize>();
+        assert_eq!(o.len(), 1, "{what}: one RETRY");
+        assert_eq!(error_of(&o).0, ErrorCode::Retry, "{what}");
+        out.extend(o);
+        assert!(bytes_to(&out, victim) <= 3 * received, "{what}");
+    }
+    eprintln!(
+        "unvalidated: {} B in, {} B out ({:.2}x)",
+        received,
+        bytes_to(&out, victim),
+        bytes_to(&out, victim) as f64 / received as f64
+    );
+    // The same requests once the address is validated (an independent
+    // client's HELLO/TOKEN): the full answers (602,112 B of tensor for the
+    // 51-byte image).
+    assert!(validate(&mut p, victim, now));
+    let o = send_from(
+        &mut p,
+        now,
+        victim,
+        &image_rows(&small_image(1, 1, PixelFormat::Rgb8), 1, 10, 1472),
+    );
+    let (_, _, body) = response_body(&o, 10);
+    assert!(body.len() > 602_112);
+    eprintln!("validated: 51 B in, {} B out", bytes_to(&o, victim));
+    describe[15] = 11;
+    let o = send_from(&mut p, now, victim, &[describe]);
+    let (ct, _, body) = response_body(&o, 11);
+    assert_eq!(ct, 1);
+    let j: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(j["address_validation"], true);
+    assert_eq!(j["request_deadline_ms"], 10000);
+    assert_eq!(j["reassembly_timeout_ms"], 1000);
+}
+
+fn send_from(p: &mut Proxy, now: Instant, from: SocketAddr, datagrams: &[Vec<u8>]) -> Out {
+    let mut out = Out::new();
+    for d in datagrams {
+        p.handle(now, from, d, &mut out);
+    }
+    out
+}
+
+#[test]
+fn hello_needs_1200_bytes_and_a_token_bound_to_its_address() {
+    let now = Instant::now();
+    let mut p = unvalidated_proxy_with(|_| {});
+    let a: SocketAddr = "203.0.113.5:123".parse().unwrap();
+    let b: SocketAddr = "203.0.113.5:124".parse().unwrap();
+    assert_eq!(
+        error_of(&send_from(&mut p, now, a, &[hello(1, &[], 1199)])),
+        (ErrorCode::Malformed, 1, 0)
+    );
+    let (_, v, _, token) = token_of(&send_from(&mut p, now, a, &[hello(2, &[], 1200)]));
+    assert_eq!(v, 0);
+    // The token from another port: not validated, a fresh token instead.
+    let (_, v, _, fresh) = token_of(&send_from(&mut p, now, b, &[hello(3, &token, 0)]));
+    assert_eq!(v, 0);
+    assert_ne!(fresh, token);
+    // HELLO with a pipeline, seq or count: MALFORMED.
+    let mut bad = hello(4, &[], 1200);
+    set_u16(&mut bad, 6, 1);
+    assert_eq!(
+        code(&send_from(&mut p, now, a, &[bad])),
+        ErrorCode::Malformed
+    );
+    // token_len beyond the datagram or above 64: MALFORMED.
+    let mut bad = hello(5, &[], 1200);
+    set_u16(&mut bad, 24, 65);
+    assert_eq!(
+        code(&send_from(&mut p, now, a, &[bad])),
+        ErrorCode::Malformed
+    );
+    // The owner: validated, with the validation's lifetime.
+    let (_, v, life, _) = token_of(&send_from(&mut p, now, a, &[hello(6, &token, 0)]));
+    assert_eq!((v, life), (1, 600));
+    // Validation off: DESCRIBE says so; HELLO is answered validated.
+    let mut off = unvalidated_proxy_with(|c| c.security.address_validation = false);
+    let (_, v, _, _) = token_of(&send_from(&mut off, now, a, &[hello(7, &[], 1200)]));
+    assert_eq!(v, 1);
+    let j: serde_json::Value = serde_json::from_slice(off.describe_json()).unwrap();
+    assert_eq!(j["address_validation"], false);
 }

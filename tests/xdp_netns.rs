@@ -106,7 +106,7 @@ fn start_proxy(
     allowlist: Vec<String>,
 ) -> (mpsc::Sender<()>, ProxyThread) {
     let mut cfg = Config::builtin();
-    cfg.ingress.xdp.allowlist = allowlist;
+    cfg.security.allowlist = allowlist;
     start_proxy_with(net, cfg, queues)
 }
 
@@ -240,6 +240,63 @@ fn sources_outside_the_allowlist_get_nothing() {
         "a source outside the allowlist must get no answer"
     );
     assert!(counters.dropped_allowlist >= 2, "{counters:?}");
+}
+
+#[test]
+fn an_unvalidated_source_gets_at_most_three_times_over_af_xdp() {
+    let Some(net) = Netns::new(1) else {
+        eprintln!("skipped: needs root and iproute2");
+        return;
+    };
+    let (stop, proxy) = start_proxy(&net, 1, vec![]);
+    let server: std::net::SocketAddr = format!("{}:7878", net.proxy_ip).parse().unwrap();
+    let client = Netns::run_in(&net.client_ns, move || {
+        // A bare socket (no HELLO) plays the forged source.
+        let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        sock.connect(server).unwrap();
+        let img = tensorwire::client::RawImage {
+            width: 1,
+            height: 1,
+            format: tensorwire::wire::PixelFormat::Rgb8,
+            data: vec![1, 2, 3],
+        };
+        let one = tensorwire::client::image_rows(&img, 1, 1, 1472).remove(0);
+        let mut describe = vec![0u8; 24];
+        describe[..4].copy_from_slice(&[0x54, 0x57, 1, 4]);
+        describe[15] = 2;
+        describe[23] = 1;
+        let (mut sent, mut received, mut codes) = (0, 0, Vec::new());
+        let mut buf = vec![0u8; 65536];
+        sock.set_read_timeout(Some(std::time::Duration::from_millis(500)))
+            .unwrap();
+        for d in [&one, &describe] {
+            sock.send(d).unwrap();
+            sent += d.len();
+            while let Ok(n) = sock.recv(&mut buf) {
+                received += n;
+                codes.push(u16::from_be_bytes([buf[24], buf[25]]));
+            }
+        }
+        // The Rust client validates by itself and gets the whole tensor.
+        let mut c = Client::connect(server).unwrap();
+        let shape = c
+            .send_image(1, &img, None, 1472, &Faults::default())
+            .unwrap()
+            .tensors()
+            .unwrap()[0]
+            .shape
+            .clone();
+        (sent, received, codes, shape)
+    });
+    let (sent, received, codes, shape) = client.join().unwrap();
+    stop.send(()).unwrap();
+    let (workers, _) = proxy.join().unwrap();
+    assert_eq!(codes, vec![11, 11], "two RETRYs");
+    assert!(received <= 3 * sent, "{received} B for {sent} B");
+    assert_eq!(shape, vec![1, 3, 224, 224]);
+    let retries: u64 = workers.iter().map(|(s, _)| s.retries_sent).sum();
+    let validations: u64 = workers.iter().map(|(s, _)| s.validations).sum();
+    assert_eq!((retries, validations), (2, 1));
 }
 
 #[test]

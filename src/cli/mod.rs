@@ -221,6 +221,10 @@ struct ServerArgs {
     /// Seconds to wait for the answer.
     #[arg(long, default_value_t = 5.0)]
     timeout: f64,
+    /// Pre-shared key file, when the proxy has `[security] psk_file` (the
+    /// key is the file's bytes, trailing whitespace removed).
+    #[arg(long)]
+    psk_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -545,6 +549,10 @@ fn client(s: &ServerArgs) -> Result<Client> {
     let mut c = Client::connect(s.server)
         .with_context(|| format!("cannot open a socket towards {}", s.server))?;
     c.timeout = Duration::from_secs_f64(s.timeout);
+    if let Some(p) = &s.psk_file {
+        let key = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+        c.psk = Some(key.trim_ascii_end().to_vec());
+    }
     Ok(c)
 }
 

@@ -9,8 +9,10 @@ pub use fragment::{image_rows, image_tiles, text_chunks, tile_grid, OutputGeomet
 
 use crate::transform::Tensor;
 use crate::upstream::echo::parse_kserve_binary_response;
+use crate::wire::hello::MIN_HELLO_DATAGRAM;
 use crate::wire::{
-    ErrorCode, ErrorPacket, ErrorRepr, HeaderRepr, Kind, Packet, ResponsePacket, ResponseRepr,
+    ErrorCode, ErrorPacket, ErrorRepr, HeaderRepr, HelloRepr, Kind, Packet, ResponsePacket,
+    ResponseRepr, TokenPacket, TokenRepr, HEADER_LEN,
 };
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -64,6 +66,12 @@ pub enum Reply {
         code: ErrorCode,
         message: String,
     },
+    /// The answer to a HELLO (address validation).
+    Token {
+        validated: bool,
+        lifetime_s: u32,
+        token: Vec<u8>,
+    },
 }
 
 impl Reply {
@@ -79,6 +87,7 @@ impl Reply {
                 "content_type {content_type} carries no binary tensors"
             )),
             Reply::Error { code, message } => Err(format!("ERROR {code}: {message}")),
+            Reply::Token { .. } => Err("a TOKEN carries no tensors".into()),
         }
     }
 }
@@ -92,6 +101,8 @@ pub enum ClientError {
     Timeout(Duration),
     #[error("bad reply: {0}")]
     BadReply(String),
+    #[error("address validation failed: {0}")]
+    Validation(String),
 }
 
 /// A client socket talking to one proxy.
@@ -101,6 +112,15 @@ pub struct Client {
     pub timeout: Duration,
     next_id: u64,
     buf: Vec<u8>,
+    /// Address validation: run the HELLO/TOKEN handshake before the first
+    /// request and after a RETRY (on by default; off to test the proxy
+    /// with an unvalidated address).
+    pub validate: bool,
+    /// Whether the proxy validated this socket's address (and until when,
+    /// by its TOKEN's lifetime).
+    validated_until: Option<Instant>,
+    /// Pre-shared key (tensorwire extension): proof sent with the token.
+    pub psk: Option<Vec<u8>>,
 }
 
 impl Client {
@@ -130,12 +150,85 @@ impl Client {
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(1),
             buf: vec![0u8; 65536],
+            validate: true,
+            validated_until: None,
+            psk: None,
         })
     }
 
     /// The client's socket (for senders of their own, e.g. sendmmsg).
     pub fn socket(&self) -> &UdpSocket {
         &self.socket
+    }
+
+    /// Whether the proxy has validated this client's address.
+    pub fn is_validated(&self) -> bool {
+        self.validated_until.is_some_and(|t| Instant::now() < t)
+    }
+
+    /// A HELLO datagram: token (and the PSK proof with it), padded to
+    /// 1200 bytes.
+    pub fn hello_datagram(request_id: u64, token: &[u8], psk: Option<&[u8]>) -> Vec<u8> {
+        let proof = match (token.is_empty(), psk) {
+            (false, Some(k)) => Some(crate::proxy::validation::psk_proof(k, token)),
+            _ => None,
+        };
+        let mut d = vec![0u8; MIN_HELLO_DATAGRAM];
+        let mut p = Packet::new_unchecked(&mut d[..]);
+        HeaderRepr::fragment(Kind::Hello, 0, request_id, 0, 1).emit(&mut p);
+        HelloRepr {
+            token,
+            proof: proof.as_ref(),
+        }
+        .emit(p.body_mut());
+        d
+    }
+
+    /// Validates this socket's address with the proxy: HELLO -> TOKEN ->
+    /// HELLO with the token -> TOKEN validated (spec "Address validation").
+    pub fn handshake(&mut self) -> Result<(), ClientError> {
+        let mut token = Vec::new();
+        for _ in 0..3 {
+            let id = self.next_request_id();
+            let d = Self::hello_datagram(id, &token, self.psk.as_deref());
+            self.socket.send_to(&d, self.server)?;
+            match self.receive(id)? {
+                Reply::Token {
+                    validated: true,
+                    lifetime_s,
+                    ..
+                } => {
+                    let life = Duration::from_secs(lifetime_s.max(1).into());
+                    self.validated_until = Some(Instant::now() + life);
+                    return Ok(());
+                }
+                Reply::Token {
+                    validated: false,
+                    token: t,
+                    ..
+                } => {
+                    if !token.is_empty() {
+                        return Err(ClientError::Validation(format!(
+                            "the proxy refused its own token{}",
+                            if self.psk.is_some() {
+                                " (wrong pre-shared key?)"
+                            } else {
+                                " (pre-shared key needed?)"
+                            }
+                        )));
+                    }
+                    token = t;
+                }
+                Reply::Error { .. } => {
+                    // A proxy before rev 3 does not know HELLO: nothing to
+                    // validate with; go on without.
+                    self.validated_until = Some(Instant::now() + Duration::from_secs(3600));
+                    return Ok(());
+                }
+                other => return Err(ClientError::Validation(format!("HELLO answered {other:?}"))),
+            }
+        }
+        Err(ClientError::Validation("no TOKEN validated".into()))
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -158,15 +251,42 @@ impl Client {
 
     /// Sends `datagrams` (after faults) and waits for the answer to
     /// `request_id`.
+    /// Validates first when needed; a RETRY (validation forgotten by the
+    /// proxy) gets one new handshake and one resend under a new id.
     pub fn request(
         &mut self,
         request_id: u64,
-        datagrams: Vec<Vec<u8>>,
+        mut datagrams: Vec<Vec<u8>>,
         faults: &Faults,
     ) -> Result<Reply, ClientError> {
+        if self.validate && !self.is_validated() {
+            self.handshake()?;
+        }
+        let to_send = faults.apply(datagrams.clone());
+        self.send_raw(&to_send)?;
+        let reply = self.receive(request_id)?;
+        if !(self.validate
+            && matches!(
+                reply,
+                Reply::Error {
+                    code: ErrorCode::Retry,
+                    ..
+                }
+            ))
+        {
+            return Ok(reply);
+        }
+        self.validated_until = None;
+        self.handshake()?;
+        let id = self.next_request_id();
+        for d in &mut datagrams {
+            if d.len() >= HEADER_LEN {
+                Packet::new_unchecked(&mut d[..]).set_request_id(id);
+            }
+        }
         let to_send = faults.apply(datagrams);
         self.send_raw(&to_send)?;
-        self.receive(request_id)
+        self.receive(id)
     }
 
     /// Waits for the reply to `request_id`, ignoring other traffic.
@@ -205,6 +325,17 @@ impl Client {
             }
             let h = HeaderRepr::parse(&p).map_err(|e| ClientError::BadReply(e.to_string()))?;
             match h.kind {
+                Kind::Token => {
+                    let t = TokenPacket::new_checked(p.body())
+                        .map_err(|e| ClientError::BadReply(e.to_string()))?;
+                    let r =
+                        TokenRepr::parse(&t).map_err(|e| ClientError::BadReply(e.to_string()))?;
+                    return Ok(Reply::Token {
+                        validated: r.validated,
+                        lifetime_s: r.lifetime_s,
+                        token: r.token.to_vec(),
+                    });
+                }
                 Kind::Error => {
                     let e = ErrorPacket::new_checked(p.body())
                         .map_err(|e| ClientError::BadReply(e.to_string()))?;

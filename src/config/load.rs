@@ -1,16 +1,61 @@
 //! Reading the configuration (file or built-in default, then the
 //! environment) and building each layer's pieces from it.
 
-use super::{Config, ConfigError, DEFAULT_CONFIG};
+use super::{invalid, Config, ConfigError, DEFAULT_CONFIG};
 use crate::ingress::udp::UdpSettings;
 use crate::pipeline::{PipelineError, Pipelines};
-use crate::proxy::{BuildError, Proxy, ProxySettings};
+use crate::proxy::{BuildError, Prefix, Proxy, ProxySettings, SecuritySettings};
 use std::path::Path;
 
 impl Config {
-    /// The proxy core's settings.
-    pub fn proxy_settings(&self) -> ProxySettings {
-        ProxySettings::new(self.limits.clone(), self.ingress.mtu)
+    /// The proxy core's settings, with `security` (one per server: its
+    /// token secret is shared by every worker).
+    pub fn proxy_settings(&self, security: SecuritySettings) -> ProxySettings {
+        ProxySettings::new(self.limits.clone(), self.ingress.mtu, security)
+    }
+
+    /// `[security]` for the core, with a fresh random token secret and
+    /// the pre-shared key read from `psk_file`.
+    pub fn security_settings(&self) -> Result<SecuritySettings, ConfigError> {
+        let s = &self.security;
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret)
+            .map_err(|e| invalid("security", format!("no randomness for the token key: {e}")))?;
+        let psk = if s.psk_file.is_empty() {
+            None
+        } else {
+            let path = match &self.base_dir {
+                Some(d) => d.join(&s.psk_file),
+                None => s.psk_file.clone().into(),
+            };
+            let bytes = std::fs::read(&path)
+                .map_err(|e| invalid("security.psk_file", format!("{}: {e}", path.display())))?;
+            // The key is the file's bytes without trailing whitespace
+            // (`openssl rand -hex 32 > psk` works).
+            let key = bytes.trim_ascii_end().to_vec();
+            if key.len() < 16 {
+                return Err(invalid(
+                    "security.psk_file",
+                    "the key must be at least 16 bytes",
+                ));
+            }
+            Some(key)
+        };
+        let allowlist = s
+            .allowlist
+            .iter()
+            .map(|a| Prefix::parse(a).expect("validated"))
+            .collect();
+        Ok(SecuritySettings {
+            address_validation: s.address_validation,
+            secret,
+            epoch: std::time::Instant::now(),
+            token_lifetime_s: s.token_lifetime_s,
+            validated_addresses: s.validated_addresses,
+            validation_lifetime_s: s.validation_lifetime_s,
+            psk,
+            allowlist,
+        })
     }
 
     /// The socket ingress's settings.
@@ -30,27 +75,29 @@ impl Config {
         Pipelines::build(&self.pipelines, self.base_dir.as_deref())
     }
 
-    /// A proxy core for one worker.
-    pub fn build_proxy(&self) -> Result<Proxy, BuildError> {
+    /// A proxy core for one worker (alone: its own token secret).
+    pub fn build_proxy(&self) -> anyhow::Result<Proxy> {
         self.build_proxy_with(self.build_pipelines()?)
     }
 
     /// A proxy core for one worker, with pipelines already built (they
-    /// are shared between workers).
-    pub fn build_proxy_with(&self, pipelines: Pipelines) -> Result<Proxy, BuildError> {
-        self.build_proxy_with_for(pipelines, 1)
+    /// are shared between workers), with its own token secret.
+    pub fn build_proxy_with(&self, pipelines: Pipelines) -> anyhow::Result<Proxy> {
+        Ok(self.build_proxy_for(pipelines, self.security_settings()?, 1)?)
     }
 
-    /// A proxy core for one of `workers` workers: the limits on all
-    /// clients together are split evenly between them (each worker holds
-    /// its own requests); the per-source limits stay whole, since one
-    /// client socket's datagrams all reach one worker.
-    pub fn build_proxy_with_for(
+    /// A proxy core for one of `workers` workers sharing `security` (one
+    /// token secret: a token made by one worker is good at every other).
+    /// The limits on all clients together are split evenly between the
+    /// workers (each holds its own requests); the per-source limits stay
+    /// whole, since one client socket's datagrams all reach one worker.
+    pub fn build_proxy_for(
         &self,
         pipelines: Pipelines,
+        security: SecuritySettings,
         workers: usize,
     ) -> Result<Proxy, BuildError> {
-        let mut settings = self.proxy_settings();
+        let mut settings = self.proxy_settings(security);
         let l = &mut settings.limits;
         let n = workers.max(1);
         l.max_requests_in_flight = l.max_requests_in_flight.div_ceil(n);
@@ -78,6 +125,7 @@ impl Config {
                 .try_parsing(true),
         );
         let mut cfg: Config = b.build()?.try_deserialize()?;
+        cfg.fill_defaults();
         cfg.base_dir = path.and_then(|p| p.parent()).map(Path::to_path_buf);
         cfg.validate()?;
         Ok(cfg)
@@ -85,12 +133,21 @@ impl Config {
 
     /// Parses TOML text (no environment), validated.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let cfg: Config = config::Config::builder()
+        let mut cfg: Config = config::Config::builder()
             .add_source(config::File::from_str(text, config::FileFormat::Toml))
             .build()?
             .try_deserialize()?;
+        cfg.fill_defaults();
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// A pipeline without its `[pipelines.image]` / `[pipelines.text]`
+    /// table gets one with every default.
+    pub fn fill_defaults(&mut self) {
+        for p in &mut self.pipelines {
+            p.fill_defaults();
+        }
     }
 
     /// The built-in default configuration.

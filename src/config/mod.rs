@@ -25,10 +25,35 @@ pub const DEFAULT_CONFIG: &str = include_str!("../../config/tensorwire.toml");
 /// A configuration that cannot be used; the message names the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The `config` crate's error as text (not as a source: printed once).
     #[error("{0}")]
-    Load(#[from] config::ConfigError),
+    Load(String),
     #[error("invalid config key `{key}`: {msg}")]
     Invalid { key: String, msg: String },
+}
+
+impl From<config::ConfigError> for ConfigError {
+    fn from(e: config::ConfigError) -> Self {
+        ConfigError::Load(dotted_key_paths(&e.to_string()))
+    }
+}
+
+/// The `config` crate writes a field after an array index without its
+/// dot (`pipelines[0]image.width`): put it back.
+fn dotted_key_paths(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len() + 4);
+    let mut chars = msg.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c == ']'
+            && chars
+                .peek()
+                .is_some_and(|n| n.is_alphanumeric() || *n == '_')
+        {
+            out.push('.');
+        }
+    }
+    out
 }
 
 fn invalid(key: impl Into<String>, msg: impl Into<String>) -> ConfigError {
@@ -45,6 +70,8 @@ pub struct Config {
     pub ingress: IngressConfig,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub security: SecurityConfig,
     #[serde(default)]
     pub stats: StatsConfig,
     #[serde(default)]
@@ -128,6 +155,64 @@ impl Default for IngressConfig {
     }
 }
 
+/// `[security]`: who may reach the proxy and how much it may send to an
+/// address that has not proved it receives there (spec rev 3, "Address
+/// validation").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// Off only on a trusted network: then any source gets full answers.
+    pub address_validation: bool,
+    /// Tokens stay good this long; the token key rotates as often.
+    pub token_lifetime_s: u32,
+    /// Validated addresses remembered (oldest forgotten first).
+    pub validated_addresses: usize,
+    /// A validated address is forgotten this long after its last datagram.
+    pub validation_lifetime_s: u32,
+    /// Pre-shared key file: only clients that hold it get validated.
+    pub psk_file: String,
+    /// Source addresses or CIDR prefixes allowed (both ingresses); empty =
+    /// everyone.
+    pub allowlist: Vec<String>,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            address_validation: true,
+            token_lifetime_s: 300,
+            validated_addresses: 65536,
+            validation_lifetime_s: 600,
+            psk_file: String::new(),
+            allowlist: Vec::new(),
+        }
+    }
+}
+
+impl SecurityConfig {
+    /// Checks the values: Err((key, why)).
+    pub fn check(&self) -> Result<(), (String, String)> {
+        for (k, v) in [
+            ("token_lifetime_s", self.token_lifetime_s as u64),
+            ("validated_addresses", self.validated_addresses as u64),
+            ("validation_lifetime_s", self.validation_lifetime_s as u64),
+        ] {
+            if v == 0 {
+                return Err((k.into(), "must be at least 1".into()));
+            }
+        }
+        for (i, a) in self.allowlist.iter().enumerate() {
+            if crate::proxy::Prefix::parse(a).is_none() {
+                return Err((
+                    format!("allowlist[{i}]"),
+                    format!("`{a}` is not an address or CIDR prefix"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StatsConfig {
@@ -184,7 +269,7 @@ mod tests {
         let c = Config::builtin();
         assert_eq!(c.ingress.listen.port(), 7878);
         assert_eq!(c.pipelines.len(), 2);
-        assert_eq!(c.limits.reassembly_timeout_ms, 250);
+        assert_eq!(c.limits.reassembly_timeout_ms, 1000);
     }
 
     #[test]
@@ -204,6 +289,80 @@ mod tests {
         let bad = DEFAULT_CONFIG.replace("id = 2", "id = 1");
         let e = Config::from_toml(&bad).unwrap_err().to_string();
         assert!(e.contains("duplicate"), "{e}");
+    }
+
+    #[test]
+    fn partial_tables_start_with_the_defaults() {
+        // An image table with one key: width and height default to 224.
+        let c = Config::from_toml(
+            "[[pipelines]]\nid = 1\nname = \"img\"\nkind = \"image\"\n\n[pipelines.image]\nantialias = false\n",
+        )
+        .unwrap();
+        let i = c.pipelines[0].image.as_ref().unwrap();
+        assert_eq!((i.width, i.height, i.antialias), (224, 224, false));
+        // A text pipeline without a text table, and one without `tokenizer`.
+        let c = Config::from_toml(
+            "[[pipelines]]\nid = 1\nname = \"t\"\nkind = \"text\"\n\n[[pipelines]]\nid = 2\nname = \"u\"\nkind = \"text\"\n[pipelines.text]\nmax_length = 64\n\n[[pipelines]]\nid = 3\nname = \"i\"\nkind = \"image\"\n",
+        )
+        .unwrap();
+        let t = c.pipelines[0].text.as_ref().unwrap();
+        assert_eq!(t.tokenizer, "builtin:all-MiniLM-L6-v2");
+        assert_eq!(t.max_length, 256);
+        let u = c.pipelines[1].text.as_ref().unwrap();
+        assert_eq!(
+            (u.tokenizer.as_str(), u.max_length),
+            ("builtin:all-MiniLM-L6-v2", 64)
+        );
+        assert_eq!(c.pipelines[2].image.as_ref().unwrap().width, 224);
+        assert!(c.build_pipelines().is_ok());
+        // Sections left out keep their defaults.
+        assert!(c.security.address_validation);
+        assert_eq!(c.limits.reassembly_timeout_ms, 1000);
+        assert_eq!(c.limits.request_deadline_ms, 10_000);
+    }
+
+    #[test]
+    fn load_errors_name_the_key_once_with_its_dot() {
+        let e = Config::from_toml(
+            "[[pipelines]]\nid = 1\nname = \"img\"\nkind = \"image\"\n[pipelines.image]\nwidth = \"wide\"\n",
+        )
+        .unwrap_err();
+        let msg = format!("{:#}", anyhow::Error::from(e));
+        assert!(msg.contains("pipelines[0].image.width"), "{msg}");
+        assert_eq!(msg.matches("image.width").count(), 1, "{msg}");
+        assert_eq!(
+            dotted_key_paths("a[0]b.c[12]_d e[1]"),
+            "a[0].b.c[12]._d e[1]"
+        );
+    }
+
+    #[test]
+    fn security_section() {
+        let c = Config::builtin();
+        assert!(c.security.address_validation);
+        assert!(c.security.allowlist.is_empty());
+        let s = c.security_settings().unwrap();
+        assert!(s.address_validation && s.psk.is_none());
+        let bad = DEFAULT_CONFIG.replace("allowlist = []", "allowlist = [\"10.0.0.0/40\"]");
+        let e = Config::from_toml(&bad).unwrap_err().to_string();
+        assert!(e.contains("security.allowlist[0]"), "{e}");
+        // The old key is refused with the new one named.
+        let old =
+            DEFAULT_CONFIG.replace("[ingress.xdp]", "[ingress.xdp]\nallowlist = [\"10.0.0.1\"]");
+        let e = Config::from_toml(&old).unwrap_err().to_string();
+        assert!(e.contains("security.allowlist"), "{e}");
+        let dir = std::env::temp_dir().join(format!("tw-psk-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("psk"), "0123456789abcdef0123\n").unwrap();
+        let mut c =
+            Config::from_toml(&DEFAULT_CONFIG.replace("psk_file = \"\"", "psk_file = \"psk\""))
+                .unwrap();
+        c.base_dir = Some(dir.clone());
+        let s = c.security_settings().unwrap();
+        assert_eq!(s.psk.as_deref(), Some(&b"0123456789abcdef0123"[..]));
+        // Two settings, two secrets.
+        assert_ne!(s.secret, c.security_settings().unwrap().secret);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

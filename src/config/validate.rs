@@ -27,6 +27,15 @@ impl Config {
         if i.tx_queue_datagrams == 0 {
             return Err(invalid("ingress.tx_queue_datagrams", "must be at least 1"));
         }
+        if !i.xdp.allowlist.is_empty() {
+            return Err(invalid(
+                "ingress.xdp.allowlist",
+                "moved to `security.allowlist` (it now applies to the socket ingress too)",
+            ));
+        }
+        self.security
+            .check()
+            .map_err(|(k, msg)| invalid(format!("security.{k}"), msg))?;
         self.limits
             .check()
             .map_err(|(k, msg)| invalid(format!("limits.{k}"), msg))?;

@@ -5,7 +5,7 @@
 use crate::transform::image::ImagePlan;
 use crate::transform::normalize::NormalizePlan;
 use crate::transform::resize::Resampling;
-use crate::transform::text::{SpanTokenizer, TextPlan};
+use crate::transform::text::{Padding, SpanTokenizer, TextPlan};
 use crate::wire::{Kind, PixelFormat};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -141,6 +141,61 @@ impl Pipeline {
                     "outputs": t.outputs.iter().map(|o| o.name()).collect::<Vec<_>>(),
                     "dtype": t.dtype.name(),
                 }})
+            }
+        }
+    }
+
+    /// An upper bound of the `echo` answer's body (KServe JSON header +
+    /// tensors) for the request whose first fragment is `f`: what the
+    /// address-validation budget is checked against before any work.
+    pub fn echo_answer_bound(&self, f: &crate::reassembly::Fragment<'_>) -> usize {
+        // {"model_name":"echo","outputs":[...]} with, per output, its
+        // name, datatype, a 4-D shape of u16s and binary_data_size.
+        const JSON_FIXED: usize = 64;
+        const JSON_PER_OUTPUT: usize = 160;
+        let c = &self.config;
+        match (c.image.as_ref(), c.text.as_ref(), f) {
+            (Some(i), _, _) => {
+                let data =
+                    i.channels as usize * i.width as usize * i.height as usize * i.dtype.size();
+                JSON_FIXED + JSON_PER_OUTPUT + i.tensor_name.len() + data
+            }
+            (None, Some(t), crate::reassembly::Fragment::Text { repr, .. }) => {
+                // At most one token per byte, plus the special tokens.
+                let tokens = repr.total_len as usize + 16;
+                let len = match (t.truncation, t.padding) {
+                    (true, _) => t.max_length,
+                    (false, Padding::MaxLength) => tokens.max(t.max_length),
+                    (false, Padding::None) => tokens,
+                };
+                let n = t.outputs.len();
+                JSON_FIXED + n * (JSON_PER_OUTPUT + len * t.dtype.size())
+            }
+            _ => usize::MAX,
+        }
+    }
+
+    /// The fewest UDP payload bytes a whole request whose first fragment
+    /// is `f` (of `count` fragments) can carry: IMAGE_ROWS rectangles
+    /// cover the image exactly once, tiles carry at least a pixel each,
+    /// text chunks cover [0, total_len).
+    pub fn request_min_bytes(kind: Kind, count: u32, f: &crate::reassembly::Fragment<'_>) -> usize {
+        use crate::wire::image::IMAGE_HEADER_LEN;
+        use crate::wire::text::TEXT_HEADER_LEN;
+        use crate::wire::HEADER_LEN;
+        let count = count as usize;
+        match f {
+            crate::reassembly::Fragment::Image { repr, .. } => {
+                let ch = repr.pixel_format.channels();
+                let pixels = if kind == Kind::ImageRows {
+                    repr.width as usize * repr.height as usize
+                } else {
+                    count
+                };
+                count * (HEADER_LEN + IMAGE_HEADER_LEN) + pixels * ch
+            }
+            crate::reassembly::Fragment::Text { repr, .. } => {
+                count * (HEADER_LEN + TEXT_HEADER_LEN) + repr.total_len as usize
             }
         }
     }

@@ -34,7 +34,9 @@ fn default_upstream() -> String {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImageConfig {
+    #[serde(default = "two_two_four")]
     pub width: u32,
+    #[serde(default = "two_two_four")]
     pub height: u32,
     #[serde(default = "yes")]
     pub antialias: bool,
@@ -57,6 +59,40 @@ pub struct ImageConfig {
     pub zero_point: Option<i32>,
     #[serde(default = "input_name")]
     pub tensor_name: String,
+}
+
+fn two_two_four() -> u32 {
+    224
+}
+fn builtin_minilm() -> String {
+    "builtin:all-MiniLM-L6-v2".into()
+}
+
+impl Default for ImageConfig {
+    fn default() -> Self {
+        serde_json::from_value(serde_json::json!({})).expect("every key has a default")
+    }
+}
+
+impl Default for TextConfig {
+    fn default() -> Self {
+        serde_json::from_value(serde_json::json!({})).expect("every key has a default")
+    }
+}
+
+impl PipelineConfig {
+    /// Gives a pipeline without its kind's table one with the defaults.
+    pub fn fill_defaults(&mut self) {
+        match self.kind {
+            PipelineKind::Image if self.image.is_none() && self.text.is_none() => {
+                self.image = Some(ImageConfig::default())
+            }
+            PipelineKind::Text if self.text.is_none() && self.image.is_none() => {
+                self.text = Some(TextConfig::default())
+            }
+            _ => {}
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -90,7 +126,8 @@ fn input_name() -> String {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TextConfig {
-    /// Path to a tokenizer.json, or `builtin:all-MiniLM-L6-v2`.
+    /// Path to a tokenizer.json, or `builtin:all-MiniLM-L6-v2` (the default).
+    #[serde(default = "builtin_minilm")]
     pub tokenizer: String,
     /// Name reported in DESCRIBE (default: derived from `tokenizer`).
     pub tokenizer_name: Option<String>,

@@ -14,6 +14,8 @@ pub fn document(settings: &ProxySettings, pipelines: &Pipelines, upstreams: &[Up
         "server": concat!("tensorwire ", env!("CARGO_PKG_VERSION")),
         "max_datagram": l.max_datagram,
         "reassembly_timeout_ms": l.reassembly_timeout_ms,
+        "request_deadline_ms": l.request_deadline_ms,
+        "address_validation": settings.security.address_validation,
         "limits": {
             "max_fragments": l.max_fragments,
             "max_image_pixels": l.max_image_pixels,
@@ -58,11 +60,14 @@ mod tests {
         ]))
         .unwrap();
         let p = Pipelines::build(&configs, None).unwrap();
-        let settings = ProxySettings::new(crate::reassembly::Limits::default(), 1500);
+        let security = super::super::SecuritySettings::new([0; 32], std::time::Instant::now());
+        let settings = ProxySettings::new(crate::reassembly::Limits::default(), 1500, security);
         let d = document(&settings, &p, &[]);
         assert_eq!(d["protocol"], 1);
         assert_eq!(d["max_datagram"], 1472);
-        assert_eq!(d["reassembly_timeout_ms"], 250);
+        assert_eq!(d["reassembly_timeout_ms"], 1000);
+        assert_eq!(d["request_deadline_ms"], 10_000);
+        assert_eq!(d["address_validation"], true);
         for k in [
             "max_fragments",
             "max_image_pixels",

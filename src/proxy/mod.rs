@@ -8,22 +8,32 @@
 mod describe;
 mod reply;
 mod stats;
+pub mod validation;
 
 pub use reply::{ReplySink, ReplyWriter};
 pub use stats::{record as record_latency, PipelineLatency, PipelineStats, Stats};
+pub use validation::{Prefix, SecuritySettings};
 
 use crate::pipeline::{PipelineIx, Pipelines, RequestState, ResizeCache};
-use crate::reassembly::{Key, Limits, Outcome, Reassembler, Reject, Release, Request};
+use crate::reassembly::{
+    Expired, Expiry, Key, Limits, Outcome, Reassembler, Reject, Release, Request,
+};
+
 use crate::upstream::echo::kserve_binary_response;
 use crate::upstream::{
     CallId, CallResult, Upstream, UpstreamCall, UpstreamConfig, UpstreamError, UpstreamFailure,
     UpstreamIx,
 };
+use crate::wire::hello::MIN_HELLO_DATAGRAM;
 use crate::wire::{content_type, ErrorCode, HeaderPrefix, HeaderRepr, Kind, Packet, MAGIC};
-use crate::wire::{HEADER_LEN, VERSION};
+use crate::wire::{HelloPacket, HelloRepr, TokenRepr, HEADER_LEN, VERSION};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+use validation::{AddrTable, Budget, TokenKeys};
+
+/// RETRY's message (at most 40 bytes: a 24-byte datagram earns 72).
+pub const RETRY_MSG: &str = "address not validated: send HELLO";
 
 /// Where a pipeline's tensors go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,10 +44,11 @@ pub enum Route {
     Model(UpstreamIx),
 }
 
-/// The core's settings (from `[limits]` and `[ingress]`).
+/// The core's settings (from `[limits]`, `[ingress]` and `[security]`).
 #[derive(Debug, Clone)]
 pub struct ProxySettings {
     pub limits: Limits,
+    pub security: SecuritySettings,
     /// Largest reply UDP payload for IPv4 and IPv6 peers (from the MTU).
     pub reply_payload_max_v4: usize,
     pub reply_payload_max_v6: usize,
@@ -45,9 +56,10 @@ pub struct ProxySettings {
 
 impl ProxySettings {
     /// Reply sizes for an MTU: the IP and UDP headers come off.
-    pub fn new(limits: Limits, mtu: u32) -> ProxySettings {
+    pub fn new(limits: Limits, mtu: u32, security: SecuritySettings) -> ProxySettings {
         ProxySettings {
             limits,
+            security,
             reply_payload_max_v4: mtu as usize - 20 - 8,
             reply_payload_max_v6: mtu as usize - 40 - 8,
         }
@@ -95,7 +107,13 @@ pub struct Proxy {
     resize_cache: ResizeCache,
     replies: ReplyWriter,
     stats: Stats,
-    expired: Vec<Key>,
+    expired: Vec<Expired>,
+    /// Stateless tokens (address validation).
+    tokens: TokenKeys,
+    /// Addresses that proved they receive at their address.
+    validated: AddrTable<()>,
+    /// Bytes received from and sent to addresses not validated.
+    budgets: AddrTable<Budget>,
     waiting: HashMap<CallId, Waiting>,
     /// Keys of `waiting`: their late fragments must not start a new
     /// request (the key becomes "answered" when the answer is sent).
@@ -150,6 +168,11 @@ impl Proxy {
                 ..Default::default()
             })
             .collect();
+        let sec = &settings.security;
+        let lifetime = Duration::from_secs(sec.validation_lifetime_s.into());
+        let tokens = TokenKeys::new(sec.secret, sec.epoch, sec.token_lifetime_s);
+        let validated = AddrTable::new(sec.validated_addresses, lifetime);
+        let budgets = AddrTable::new(sec.validated_addresses, lifetime);
         let mut proxy = Proxy {
             latency: pipelines
                 .iter()
@@ -172,6 +195,9 @@ impl Proxy {
             replies,
             stats,
             expired: Vec::new(),
+            tokens,
+            validated,
+            budgets,
         };
         proxy.refresh_describe();
         Ok(proxy)
@@ -241,6 +267,9 @@ impl Proxy {
         s.resize_plans_built = self.resize_cache.misses;
         s.upstream_calls_waiting = self.waiting.len() as u64;
         s.upstreams = self.upstreams.iter().map(Upstream::stats).collect();
+        s.validated_addresses = self.validated.len() as u64;
+        s.validated_evictions = self.validated.evicted();
+        s.budget_evictions = self.budgets.evicted();
         s
     }
 
@@ -259,6 +288,8 @@ impl Proxy {
             .min()
     }
 
+    /// Sends an ERROR, within the budget of an unvalidated address (a
+    /// RETRY instead if it does not fit; nothing if not even that fits).
     fn error(
         &mut self,
         out: &mut dyn ReplySink,
@@ -266,13 +297,66 @@ impl Proxy {
         pipeline: u16,
         code: ErrorCode,
         msg: &str,
+        now: Instant,
     ) {
+        let n = ReplyWriter::error_len(code, msg);
+        if !self.may_send(key.client, n, now) {
+            self.stats.budget_bytes_refused += n as u64;
+            if code == ErrorCode::Retry {
+                self.stats.budget_drops += 1;
+                return;
+            }
+            return self.error(out, key, pipeline, ErrorCode::Retry, RETRY_MSG, now);
+        }
+        if code == ErrorCode::Retry {
+            self.stats.retries_sent += 1;
+        }
         self.stats.error(code);
         if let Some(ix) = self.pipelines.index_of(pipeline) {
             self.stats.pipelines[ix.0].errors_by_code[code.index()] += 1;
         }
         self.replies
             .error(out, key.client, key.request_id, pipeline, code, msg);
+    }
+
+    /// Whether address validation lets `to` be sent `n` more bytes now;
+    /// charges them to its budget if so.
+    fn may_send(&mut self, to: SocketAddr, n: usize, now: Instant) -> bool {
+        if !self.settings.security.address_validation || self.validated.contains(&to, now) {
+            return true;
+        }
+        match self.budgets.touch(&to, now) {
+            Some(b) if b.left() >= n as u64 => {
+                b.sent += n as u64;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Counts a datagram's bytes to its source's budget (or keeps a
+    /// validated source alive); true when the source is validated.
+    fn note_received(&mut self, from: SocketAddr, len: usize, now: Instant) -> bool {
+        if !self.settings.security.address_validation || self.validated.touch(&from, now).is_some()
+        {
+            return true;
+        }
+        match self.budgets.touch(&from, now) {
+            Some(b) => b.received += len as u64,
+            None => {
+                let b = Budget {
+                    received: len as u64,
+                    sent: 0,
+                };
+                self.budgets.insert(from, b, now);
+            }
+        }
+        false
+    }
+
+    /// Whether `addr` is validated (or validation is off).
+    pub fn is_validated(&self, addr: SocketAddr, now: Instant) -> bool {
+        !self.settings.security.address_validation || self.validated.contains(&addr, now)
     }
 
     /// Answers a request with an ERROR on one of its fragments: the
@@ -287,13 +371,18 @@ impl Proxy {
         now: Instant,
     ) {
         self.reassembler.abort(&key, now);
-        self.error(out, key, pipeline, code, msg);
+        self.error(out, key, pipeline, code, msg, now);
     }
 
     /// One datagram from `from`; replies go to `out`.
     pub fn handle(&mut self, now: Instant, from: SocketAddr, d: &[u8], out: &mut dyn ReplySink) {
         self.stats.datagrams_in += 1;
         self.stats.bytes_in += d.len() as u64;
+        let allow = &self.settings.security.allowlist;
+        if !allow.is_empty() && !allow.iter().any(|p| p.contains(from.ip())) {
+            self.stats.dropped_allowlist += 1;
+            return;
+        }
         let h = HeaderPrefix::new(d);
         if h.magic() != Some(MAGIC) {
             self.stats.dropped_not_twp += 1;
@@ -312,6 +401,7 @@ impl Proxy {
             self.stats.dropped_reply_kind += 1;
             return;
         }
+        let validated = self.note_received(from, d.len(), now);
         if self.reassembler.is_answered(&key, now) || self.waiting_keys.contains(&key) {
             self.stats.late_fragments += 1;
             return;
@@ -338,6 +428,9 @@ impl Proxy {
         };
         if packet.kind() == Some(Kind::Describe) {
             return self.describe(out, key, &packet, now);
+        }
+        if packet.kind() == Some(Kind::Hello) {
+            return self.hello(out, key, &packet, d.len(), now);
         }
         let Some(ix) = self.pipelines.index_of(pipeline_id) else {
             let msg = format!("no pipeline with id {pipeline_id}");
@@ -367,6 +460,21 @@ impl Proxy {
             let msg = "draining: this proxy is shutting down; send the request again (elsewhere)";
             return self.reject(out, key, pipeline_id, ErrorCode::Overloaded, msg, now);
         }
+        if new_request && !validated && self.routes[ix.0] == Route::Echo {
+            // Decided at the first fragment, before any work or state:
+            // the answer's size follows from the pipeline, the bytes the
+            // whole request brings from its header.
+            let bound = self.pipelines.get(ix).echo_answer_bound(&fragment);
+            let answer = self.replies.response_len(from, bound);
+            let coming =
+                crate::pipeline::Pipeline::request_min_bytes(header.kind, header.count, &fragment)
+                    .saturating_sub(d.len());
+            let left = self.budgets.touch(&from, now).map_or(0, |b| b.left());
+            if left + validation::AMPLIFICATION_FACTOR * (coming as u64) < (answer as u64) {
+                self.stats.budget_bytes_refused += answer as u64;
+                return self.reject(out, key, pipeline_id, ErrorCode::Retry, RETRY_MSG, now);
+            }
+        }
         let pipeline = self.pipelines.get(ix);
         let cache = &mut self.resize_cache;
         let new_body = |first: &crate::reassembly::Fragment<'_>| {
@@ -394,6 +502,93 @@ impl Proxy {
         }
     }
 
+    /// HELLO (spec "Address validation"): a first HELLO (no token, 1200
+    /// bytes or more) gets a token; a HELLO with a good token for its
+    /// address (and, with a pre-shared key, the key's proof) validates
+    /// the address. No state is kept for unvalidated HELLOs.
+    fn hello(
+        &mut self,
+        out: &mut dyn ReplySink,
+        key: Key,
+        p: &Packet<&[u8]>,
+        len: usize,
+        now: Instant,
+    ) {
+        self.stats.hellos += 1;
+        if p.pipeline() != 0 || p.seq() != 0 || p.count() != 1 {
+            let msg = "HELLO is seq 0, count 1, pipeline 0";
+            return self.error(out, key, p.pipeline(), ErrorCode::Malformed, msg, now);
+        }
+        let body = match HelloPacket::new_checked(p.body()) {
+            Ok(b) => b,
+            Err(e) => {
+                let msg = format!("HELLO: {e}");
+                return self.error(out, key, 0, ErrorCode::Malformed, &msg, now);
+            }
+        };
+        let hello = HelloRepr::parse(&body).expect("checked");
+        if hello.token.is_empty() && len < MIN_HELLO_DATAGRAM {
+            let msg = "a HELLO without a token must be at least 1200 bytes";
+            return self.error(out, key, 0, ErrorCode::Malformed, msg, now);
+        }
+        let sec = &self.settings.security;
+        let from = key.client;
+        if !sec.address_validation {
+            let lifetime_s = sec.validation_lifetime_s;
+            let t = TokenRepr {
+                validated: true,
+                lifetime_s,
+                token: &[],
+            };
+            return self.send_token(out, key, &t, now);
+        }
+        if !hello.token.is_empty() {
+            match self.tokens.check(hello.token, from, now) {
+                Ok(()) => {
+                    let psk_ok = match (&sec.psk, hello.proof) {
+                        (None, _) => true,
+                        (Some(psk), Some(proof)) => {
+                            validation::psk_proof_ok(psk, hello.token, proof)
+                        }
+                        (Some(_), None) => false,
+                    };
+                    if psk_ok {
+                        self.stats.validations += 1;
+                        let lifetime_s = sec.validation_lifetime_s;
+                        self.validated.insert(from, (), now);
+                        let token = hello.token.to_vec();
+                        let t = TokenRepr {
+                            validated: true,
+                            lifetime_s,
+                            token: &token,
+                        };
+                        return self.send_token(out, key, &t, now);
+                    }
+                    self.stats.psk_failures += 1;
+                }
+                Err(_) => self.stats.validation_failures += 1,
+            }
+        }
+        let token = self.tokens.make(from, now);
+        let t = TokenRepr {
+            validated: false,
+            lifetime_s: self.tokens.lifetime_s(),
+            token: &token,
+        };
+        self.send_token(out, key, &t, now)
+    }
+
+    fn send_token(&mut self, out: &mut dyn ReplySink, key: Key, t: &TokenRepr<'_>, now: Instant) {
+        let n = HEADER_LEN + t.buffer_len();
+        if !self.may_send(key.client, n, now) {
+            self.stats.budget_bytes_refused += n as u64;
+            self.stats.budget_drops += 1;
+            return;
+        }
+        self.stats.tokens_sent += 1;
+        self.replies.token(out, key.client, key.request_id, t);
+    }
+
     fn describe(&mut self, out: &mut dyn ReplySink, key: Key, p: &Packet<&[u8]>, now: Instant) {
         if p.pipeline() != 0 || p.seq() != 0 || p.count() != 1 || !p.body().is_empty() {
             let msg = "DESCRIBE is seq 0, count 1, pipeline 0, empty";
@@ -404,6 +599,11 @@ impl Proxy {
         if !self.upstreams.is_empty() {
             // Breaker states and open connections are live.
             self.refresh_describe();
+        }
+        let len = self.replies.response_len(key.client, self.describe.len());
+        if !self.may_send(key.client, len, now) {
+            self.stats.budget_bytes_refused += len as u64;
+            return self.error(out, key, 0, ErrorCode::Retry, RETRY_MSG, now);
         }
         let n = self.replies.response(
             out,
@@ -429,7 +629,7 @@ impl Proxy {
         let tensors = match req.body.finish() {
             Ok(t) => t,
             Err(r) => {
-                self.error(out, key, pipeline_id, r.code, &r.message);
+                self.error(out, key, pipeline_id, r.code, &r.message, now);
                 return self.reassembler.finish(release, now);
             }
         };
@@ -444,7 +644,7 @@ impl Proxy {
             Route::Echo => {
                 let (body, header_len) = kserve_binary_response("echo", &tensors);
                 let ct = content_type::KSERVE_BINARY;
-                self.respond(out, key, pipeline_id, ct, header_len, &body);
+                self.respond(out, key, pipeline_id, ct, header_len, &body, now);
                 let done = self.later(ready);
                 let total = done.saturating_duration_since(first_seen);
                 stats::record(&mut self.latency[ix.0].total, total);
@@ -480,12 +680,16 @@ impl Proxy {
                 });
             }
             Err(f) => {
-                self.error(out, key, pipeline_id, f.code(), &f.to_string());
+                self.error(out, key, pipeline_id, f.code(), &f.to_string(), now);
                 self.reassembler.finish(release, now);
             }
         }
     }
 
+    /// Sends a RESPONSE, or RETRY if it exceeds the budget of an
+    /// unvalidated address (model-server answers, whose size is known
+    /// only now).
+    #[allow(clippy::too_many_arguments)]
     fn respond(
         &mut self,
         out: &mut dyn ReplySink,
@@ -494,7 +698,13 @@ impl Proxy {
         content_type: u16,
         header_len: usize,
         body: &[u8],
+        now: Instant,
     ) {
+        let len = self.replies.response_len(key.client, body.len());
+        if !self.may_send(key.client, len, now) {
+            self.stats.budget_bytes_refused += len as u64;
+            return self.error(out, key, pipeline_id, ErrorCode::Retry, RETRY_MSG, now);
+        }
         let n = self.replies.response(
             out,
             key.client,
@@ -552,9 +762,9 @@ impl Proxy {
         self.waiting_keys.remove(&w.key);
         match answer {
             Ok((ct, header_len, body)) => {
-                self.respond(out, w.key, w.pipeline_id, ct, header_len, &body)
+                self.respond(out, w.key, w.pipeline_id, ct, header_len, &body, now)
             }
-            Err(f) => self.error(out, w.key, w.pipeline_id, f.code(), &f.to_string()),
+            Err(f) => self.error(out, w.key, w.pipeline_id, f.code(), &f.to_string(), now),
         }
         self.reassembler.finish(w.release, now);
     }
@@ -579,11 +789,19 @@ impl Proxy {
         let mut expired = std::mem::take(&mut self.expired);
         expired.clear();
         self.reassembler.expire(now, &mut expired);
-        for &key in &expired {
-            // The pipeline id is not kept after expiry: ERROR carries 0.
-            let msg = "not all fragments arrived within the reassembly timeout";
-            self.error(out, key, 0, ErrorCode::Incomplete, msg);
+        for e in &expired {
+            let msg = match e.why {
+                Expiry::Idle => {
+                    "no new fragment within the reassembly timeout (reassembly_timeout_ms)"
+                }
+                Expiry::Deadline => {
+                    "not all fragments arrived within the request deadline (request_deadline_ms)"
+                }
+            };
+            self.error(out, e.key, e.pipeline_id, ErrorCode::Incomplete, msg, now);
         }
+        self.validated.purge(now);
+        self.budgets.purge(now);
         self.expired = expired;
     }
 

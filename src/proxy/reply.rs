@@ -3,8 +3,8 @@
 use crate::wire::error_packet::ERROR_HEADER_LEN;
 use crate::wire::response::RESPONSE_HEADER_LEN;
 use crate::wire::{
-    ErrorCode, ErrorRepr, HeaderRepr, Kind, Packet, ResponsePacket, ResponseRepr, HEADER_LEN,
-    MAX_ERROR_MESSAGE,
+    ErrorCode, ErrorRepr, HeaderRepr, Kind, Packet, ResponsePacket, ResponseRepr, TokenRepr,
+    HEADER_LEN, MAX_ERROR_MESSAGE,
 };
 use std::net::SocketAddr;
 
@@ -42,6 +42,42 @@ impl ReplyWriter {
         }
     }
 
+    fn max_for(&self, to: SocketAddr) -> usize {
+        if to.is_ipv6() {
+            self.max_v6
+        } else {
+            self.max_v4
+        }
+    }
+
+    /// UDP payload bytes of the RESPONSE fragments of a `body_len` body.
+    pub fn response_len(&self, to: SocketAddr, body_len: usize) -> usize {
+        let per = self.max_for(to) - HEADER_LEN - RESPONSE_HEADER_LEN;
+        let count = body_len.div_ceil(per).max(1);
+        body_len + count * (HEADER_LEN + RESPONSE_HEADER_LEN)
+    }
+
+    /// UDP payload bytes of an ERROR.
+    pub fn error_len(code: ErrorCode, message: &str) -> usize {
+        HEADER_LEN + ErrorRepr { code, message }.buffer_len()
+    }
+
+    /// Sends one TOKEN (answer to a HELLO); returns its length.
+    pub fn token(
+        &mut self,
+        out: &mut dyn ReplySink,
+        to: SocketAddr,
+        request_id: u64,
+        t: &TokenRepr<'_>,
+    ) -> usize {
+        let n = HEADER_LEN + t.buffer_len();
+        let mut p = Packet::new_unchecked(&mut self.buf[..n]);
+        HeaderRepr::fragment(Kind::Token, 0, request_id, 0, 1).emit(&mut p);
+        t.emit(p.body_mut());
+        out.send(to, &self.buf[..n]);
+        n
+    }
+
     /// Sends `body` as RESPONSE fragments; returns how many.
     #[allow(clippy::too_many_arguments)]
     pub fn response(
@@ -54,12 +90,7 @@ impl ReplyWriter {
         header_len: usize,
         body: &[u8],
     ) -> u32 {
-        let max = if to.is_ipv6() {
-            self.max_v6
-        } else {
-            self.max_v4
-        };
-        let per = max - HEADER_LEN - RESPONSE_HEADER_LEN;
+        let per = self.max_for(to) - HEADER_LEN - RESPONSE_HEADER_LEN;
         let count = body.len().div_ceil(per).max(1) as u32;
         for seq in 0..count {
             let start = seq as usize * per;

@@ -28,7 +28,7 @@ pub struct Stats {
     pub response_datagrams: u64,
     pub errors_sent: u64,
     /// ERRORs by code (index = code - 1).
-    pub errors_by_code: [u64; 10],
+    pub errors_by_code: [u64; 11],
     /// Answered keys forgotten early because the table was full.
     pub answered_keys_evicted: u64,
     /// Requests in flight and their bytes, sampled.
@@ -49,6 +49,29 @@ pub struct Stats {
     pub refused_draining: u64,
     /// Answers for calls the core never made (must stay 0).
     pub upstream_unknown_completions: u64,
+    /// Source not in `[security] allowlist`: dropped.
+    pub dropped_allowlist: u64,
+    /// HELLOs received (address validation).
+    pub hellos: u64,
+    /// TOKENs sent (validated 0 or 1).
+    pub tokens_sent: u64,
+    /// Addresses validated by a HELLO with a good token.
+    pub validations: u64,
+    /// HELLOs whose token was bad, expired or for another address.
+    pub validation_failures: u64,
+    /// HELLOs with a good token but without the pre-shared key's proof.
+    pub psk_failures: u64,
+    /// RETRY errors sent (answer above an unvalidated address's budget).
+    pub retries_sent: u64,
+    /// Bytes of answers not sent because of the budget.
+    pub budget_bytes_refused: u64,
+    /// Replies dropped because not even a RETRY fitted the budget.
+    pub budget_drops: u64,
+    /// Validated addresses now, and forgotten early (table full).
+    pub validated_addresses: u64,
+    pub validated_evictions: u64,
+    /// Unvalidated addresses' budgets forgotten early (table full).
+    pub budget_evictions: u64,
     /// Per model server: calls, connections, failures by kind, breaker.
     pub upstreams: Vec<crate::upstream::UpstreamStats>,
     /// Per configured pipeline (in configuration order): requests and
@@ -136,7 +159,7 @@ impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "in={} dgrams ({} B) responses={} errors={} in_flight={} ({} B) dup={} late={} not_twp={}",
+            "in={} dgrams ({} B) responses={} errors={} in_flight={} ({} B) dup={} late={} not_twp={} validated={} retries={} allowlist_drops={}",
             self.datagrams_in,
             self.bytes_in,
             self.responses_sent,
@@ -145,7 +168,10 @@ impl fmt::Display for Stats {
             self.bytes_in_flight,
             self.duplicate_fragments,
             self.late_fragments,
-            self.dropped_not_twp
+            self.dropped_not_twp,
+            self.validated_addresses,
+            self.retries_sent,
+            self.dropped_allowlist
         )?;
         for c in ErrorCode::ALL {
             let n = self.errors(c);

@@ -13,7 +13,8 @@ pub use answered::AnsweredKeys;
 pub use coverage::Coverage;
 
 use crate::wire::{ErrorCode, HeaderRepr, ImageRepr, Kind, TextRepr};
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -22,7 +23,10 @@ use std::time::{Duration, Instant};
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     pub max_datagram: usize,
+    /// Idle timeout: from the last fragment that brought a new seq.
     pub reassembly_timeout_ms: u64,
+    /// From a request's first fragment, whatever it sends after.
+    pub request_deadline_ms: u64,
     pub max_fragments: u32,
     pub max_image_pixels: u64,
     pub max_text_bytes: u32,
@@ -40,7 +44,8 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_datagram: 1472,
-            reassembly_timeout_ms: 250,
+            reassembly_timeout_ms: 1000,
+            request_deadline_ms: 10_000,
             max_fragments: 65536,
             max_image_pixels: 16_777_216,
             max_text_bytes: 1_048_576,
@@ -62,6 +67,7 @@ impl Limits {
         }
         for (k, v) in [
             ("reassembly_timeout_ms", self.reassembly_timeout_ms),
+            ("request_deadline_ms", self.request_deadline_ms),
             ("max_fragments", self.max_fragments as u64),
             ("max_image_pixels", self.max_image_pixels),
             ("max_requests_in_flight", self.max_requests_in_flight as u64),
@@ -83,7 +89,7 @@ impl Limits {
 }
 
 /// Identifies a request: the client socket and its request_id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Key {
     pub client: SocketAddr,
     pub request_id: u64,
@@ -120,6 +126,9 @@ pub struct Request<B> {
     /// Memory the body held after its last fragment.
     held: usize,
     pub first_seen: Instant,
+    /// The last fragment that brought a new seq (the idle timeout runs
+    /// from it).
+    pub last_progress: Instant,
     seen: Vec<u64>,
     generation: u64,
     pub body: B,
@@ -161,6 +170,23 @@ pub enum Outcome<B> {
     /// The last missing fragment: the whole request, out of the table but
     /// still counted in flight until [`Reassembler::finish`].
     Complete(Box<Request<B>>),
+}
+
+/// Which clock ended a request whose fragments did not all arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// No new fragment for `reassembly_timeout_ms`.
+    Idle,
+    /// `request_deadline_ms` since its first fragment.
+    Deadline,
+}
+
+/// A request that timed out: it gets INCOMPLETE, with its pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expired {
+    pub key: Key,
+    pub pipeline_id: u16,
+    pub why: Expiry,
 }
 
 /// Why a fragment was refused: the ERROR the request gets (the request,
@@ -210,9 +236,12 @@ impl Usage {
 pub struct Reassembler<B> {
     limits: Limits,
     timeout: Duration,
+    deadline: Duration,
     requests: HashMap<Key, Request<B>>,
-    /// (deadline, key, generation) in arrival order: deadlines only grow.
-    deadlines: VecDeque<(Instant, Key, u64)>,
+    /// (when to look, generation, key), earliest first: one live entry
+    /// per request; a request that made progress since is pushed again
+    /// for its new expiry when its entry comes up.
+    deadlines: BinaryHeap<Reverse<(Instant, u64, Key)>>,
     answered: AnsweredKeys,
     per_source: HashMap<SocketAddr, Usage>,
     total: Usage,
@@ -227,8 +256,9 @@ impl<B: Assembly> Reassembler<B> {
         Reassembler {
             limits: limits.clone(),
             timeout,
+            deadline: Duration::from_millis(limits.request_deadline_ms),
             requests: HashMap::new(),
-            deadlines: VecDeque::new(),
+            deadlines: BinaryHeap::new(),
             answered: AnsweredKeys::new(limits.answered_keys, timeout),
             per_source: HashMap::new(),
             total: Usage::default(),
@@ -334,6 +364,7 @@ impl<B: Assembly> Reassembler<B> {
             return Err(Reject::overloaded("max_state_bytes reached"));
         }
         req.mark(header.seq);
+        req.last_progress = now;
         req.received += 1;
         req.bytes += datagram_len;
         self.total.bytes += datagram_len;
@@ -392,13 +423,14 @@ impl<B: Assembly> Reassembler<B> {
                 bytes: 0,
                 held,
                 first_seen: now,
+                last_progress: now,
                 seen: vec![0; header.count.div_ceil(64) as usize],
                 generation,
                 body,
             },
         );
-        self.deadlines
-            .push_back((now + self.timeout, key, generation));
+        let first = (now + self.timeout).min(now + self.deadline);
+        self.deadlines.push(Reverse((first, generation, key)));
         self.total.requests += 1;
         self.per_source.entry(key.client).or_default().requests += 1;
         Ok(())
@@ -436,30 +468,50 @@ impl<B: Assembly> Reassembler<B> {
         }
     }
 
-    /// Removes requests whose reassembly timeout has passed; their keys
-    /// are appended to `expired` (each gets INCOMPLETE).
-    pub fn expire(&mut self, now: Instant, expired: &mut Vec<Key>) {
-        while let Some(&(deadline, key, generation)) = self.deadlines.front() {
-            if deadline > now {
+    /// Removes requests idle for the reassembly timeout, or past their
+    /// request deadline; they are appended to `expired` (each gets
+    /// INCOMPLETE).
+    pub fn expire(&mut self, now: Instant, expired: &mut Vec<Expired>) {
+        while let Some(&Reverse((when, generation, key))) = self.deadlines.peek() {
+            if when > now {
                 break;
             }
-            self.deadlines.pop_front();
-            if self
+            self.deadlines.pop();
+            let Some(r) = self
                 .requests
                 .get(&key)
-                .is_some_and(|r| r.generation == generation)
-            {
-                self.abort(&key, now);
-                expired.push(key);
-            }
+                .filter(|r| r.generation == generation)
+            else {
+                continue; // answered or aborted since
+            };
+            let idle_at = r.last_progress + self.timeout;
+            let deadline_at = r.first_seen + self.deadline;
+            let why = if deadline_at <= now {
+                Expiry::Deadline
+            } else if idle_at <= now {
+                Expiry::Idle
+            } else {
+                // Progress since this entry was pushed: look again later.
+                let again = idle_at.min(deadline_at);
+                self.deadlines.push(Reverse((again, generation, key)));
+                continue;
+            };
+            let pipeline_id = r.pipeline_id;
+            self.abort(&key, now);
+            expired.push(Expired {
+                key,
+                pipeline_id,
+                why,
+            });
         }
         self.answered.purge(now);
     }
 
     /// When [`Reassembler::expire`] has work next.
     pub fn next_deadline(&self) -> Option<Instant> {
-        // Stale entries (requests already answered) only make us wake early.
-        self.deadlines.front().map(|d| d.0)
+        // Stale entries (requests answered, or with progress since) only
+        // make us wake early.
+        self.deadlines.peek().map(|d| d.0 .0)
     }
 }
 

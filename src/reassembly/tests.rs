@@ -130,11 +130,90 @@ fn timeout_expires_and_remembers_key() {
     assert!(out.is_empty());
     assert_eq!(r.next_deadline(), Some(t0 + Duration::from_millis(100)));
     r.expire(t0 + Duration::from_millis(100), &mut out);
-    assert_eq!(out, vec![k]);
+    assert_eq!(
+        out,
+        vec![Expired {
+            key: k,
+            pipeline_id: 2,
+            why: Expiry::Idle
+        }]
+    );
     assert_eq!(r.in_flight(), (0, 0));
     assert!(r.is_answered(&k, t0 + Duration::from_millis(150)));
     // Remembered for at least the timeout, then forgotten.
     assert!(!r.is_answered(&k, t0 + Duration::from_secs(10)));
+}
+
+#[test]
+fn idle_timeout_restarts_only_on_a_new_seq() {
+    let ms = Duration::from_millis;
+    let t0 = Instant::now();
+    let mut r = R::new(&limits());
+    let k = key(1, 7);
+    acc(&mut r, k, &header(0, 3), 40, text(0, 6, b"ab"), t0).unwrap();
+    // A new seq at 80 ms: the idle clock restarts.
+    acc(&mut r, k, &header(1, 3), 40, text(2, 6, b"cd"), t0 + ms(80)).unwrap();
+    // A duplicate at 150 ms does not restart it.
+    let dup = acc(
+        &mut r,
+        k,
+        &header(1, 3),
+        40,
+        text(2, 6, b"cd"),
+        t0 + ms(150),
+    );
+    assert!(matches!(dup, Ok(Outcome::Duplicate)));
+    let mut out = Vec::new();
+    r.expire(t0 + ms(100), &mut out);
+    assert!(out.is_empty(), "progress at 80 ms keeps it alive");
+    assert_eq!(r.next_deadline(), Some(t0 + ms(180)));
+    r.expire(t0 + ms(179), &mut out);
+    assert!(out.is_empty());
+    r.expire(t0 + ms(180), &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].why, Expiry::Idle);
+}
+
+#[test]
+fn a_trickling_request_ends_at_its_deadline() {
+    let ms = Duration::from_millis;
+    let t0 = Instant::now();
+    let l = Limits {
+        reassembly_timeout_ms: 100,
+        request_deadline_ms: 1000,
+        ..Limits::default()
+    };
+    let mut r = R::new(&l);
+    let k = key(1, 9);
+    let count = 100;
+    let mut out = Vec::new();
+    // One new fragment every 90 ms: never idle for 100 ms.
+    for seq in 0..count {
+        let now = t0 + ms(90 * seq as u64);
+        r.expire(now, &mut out);
+        if !out.is_empty() {
+            break;
+        }
+        let off = 2 * seq;
+        acc(
+            &mut r,
+            k,
+            &header(seq, count),
+            40,
+            text(off, 2 * count, b"ab"),
+            now,
+        )
+        .unwrap();
+    }
+    assert_eq!(
+        out,
+        vec![Expired {
+            key: k,
+            pipeline_id: 2,
+            why: Expiry::Deadline
+        }]
+    );
+    assert_eq!(r.in_flight(), (0, 0));
 }
 
 #[test]

@@ -85,6 +85,7 @@ pub fn serve_udp(
     shutdown: &AtomicBool,
     drop_privileges: bool,
 ) -> anyhow::Result<Vec<(Stats, UdpStats)>> {
+    log_security(config);
     let n = config.ingress.worker_count();
     let settings = config.udp_settings();
     let mut ingresses = Vec::with_capacity(n);
@@ -106,10 +107,13 @@ pub fn serve_udp(
     let admin = start_admin(config)?;
     let board = admin.as_ref().map(|a| a.0.clone());
     let pipelines = config.build_pipelines()?;
+    // One token secret for every worker: a token made by one is good at
+    // the others (and after a worker's restart).
+    let security = config.security_settings()?;
     let mut workers = Vec::with_capacity(n);
     let mut ready = Vec::new();
     for i in 0..n {
-        let mut w = Worker::new(config.build_proxy_with_for(pipelines.clone(), n)?)?;
+        let mut w = Worker::new(config.build_proxy_for(pipelines.clone(), security.clone(), n)?)?;
         if i == 0 {
             ready = w.check_upstreams_ready(READY_TIMEOUT);
         }
@@ -130,7 +134,7 @@ pub fn serve_udp(
             .enumerate()
             .map(|(i, (mut ingress, mut worker))| {
                 let board = board.clone();
-                let pipelines = &pipelines;
+                let (pipelines, security) = (&pipelines, &security);
                 scope.spawn(move || -> anyhow::Result<(Stats, UdpStats)> {
                     if n > 1 && cores >= n {
                         pin_to_core(i);
@@ -150,9 +154,11 @@ pub fn serve_udp(
                     let mut since_log = 0u64;
                     ingress.log_every(Some(PUBLISH_EVERY));
                     let rebuild = || -> anyhow::Result<Worker> {
-                        Ok(Worker::new(
-                            config.build_proxy_with_for(pipelines.clone(), n)?,
-                        )?)
+                        Ok(Worker::new(config.build_proxy_for(
+                            pipelines.clone(),
+                            security.clone(),
+                            n,
+                        )?)?)
                     };
                     let mut restarts = 0;
                     contained(&name, &mut worker, &rebuild, &mut restarts, |worker| {
@@ -302,6 +308,24 @@ fn start_probes(
 /// How often a model server that was not ready is probed again.
 pub const REPROBE_EVERY: Duration = Duration::from_secs(2);
 
+/// Says at start what `[security]` does, loudly when validation is off.
+fn log_security(config: &Config) {
+    let s = &config.security;
+    if s.address_validation {
+        tracing::info!(
+            psk = !s.psk_file.is_empty(),
+            allowlist = s.allowlist.len(),
+            "address validation on: unvalidated sources get at most 3x the bytes they send"
+        );
+    } else {
+        tracing::warn!(
+            "ADDRESS VALIDATION IS OFF ([security] address_validation = false): any source, \
+             forged or not, gets full answers; this proxy is a UDP amplifier unless only \
+             trusted hosts can reach it"
+        );
+    }
+}
+
 /// How long the start-up readiness check waits for each upstream.
 pub const READY_TIMEOUT: Duration = Duration::from_millis(1000);
 
@@ -371,6 +395,10 @@ impl XdpProxy {
             "ingress.interface is empty: AF_XDP needs an interface"
         );
         let pipelines = config.build_pipelines()?;
+        // One token secret for every queue's core: a token made by one
+        // is good at the others.
+        let security = config.security_settings()?;
+        log_security(config);
         let xdp = &config.ingress.xdp;
         let queues = if queues == 0 {
             crate::ingress::xdp::ethtool::rx_queues(ifname)
@@ -380,8 +408,11 @@ impl XdpProxy {
         // The UMEM is locked memory: 4 KiB frames per queue.
         let umem = queues as u64 * xdp.frames as u64 * 4096;
         crate::privileges::allow_locked_memory(umem).map_err(anyhow::Error::msg)?;
-        let program =
-            SteeringProgram::attach(ifname, config.ingress.listen.port(), &xdp.allowlist)?;
+        let program = SteeringProgram::attach(
+            ifname,
+            config.ingress.listen.port(),
+            &config.security.allowlist,
+        )?;
         let mut bound = Vec::new();
         for q in 0..queues {
             bound.push(worker::XdpQueue::bind(ifname, q, &program, xdp)?);
@@ -394,7 +425,8 @@ impl XdpProxy {
         let mut workers = Vec::new();
         for (q, mut queue) in (0..queues).zip(bound) {
             queue.set_drain_timeout(Duration::from_millis(config.ingress.drain_timeout_ms));
-            let mut worker = Worker::new(config.build_proxy_with(pipelines.clone())?)?;
+            let core = config.build_proxy_for(pipelines.clone(), security.clone(), 1)?;
+            let mut worker = Worker::new(core)?;
             if q == 0 {
                 for (n, r) in worker.check_upstreams_ready(READY_TIMEOUT) {
                     if let Some(b) = &board {
@@ -412,7 +444,7 @@ impl XdpProxy {
                 .map(|n| n.get())
                 .unwrap_or(1);
             let board = board.clone();
-            let (cfg, pipelines) = (config.clone(), pipelines.clone());
+            let (cfg, pipelines, security) = (config.clone(), pipelines.clone(), security.clone());
             workers.push(
                 std::thread::Builder::new()
                     .name(format!("tensorwire-xdp-q{q}"))
@@ -421,7 +453,9 @@ impl XdpProxy {
                             pin_to_core(q as usize % cores);
                         }
                         let rebuild = || -> anyhow::Result<Worker> {
-                            Ok(Worker::new(cfg.build_proxy_with(pipelines.clone())?)?)
+                            let core =
+                                cfg.build_proxy_for(pipelines.clone(), security.clone(), 1)?;
+                            Ok(Worker::new(core)?)
                         };
                         let mut restarts = 0;
                         contained(&name, &mut worker, &rebuild, &mut restarts, |worker| {

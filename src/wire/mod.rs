@@ -6,15 +6,19 @@
 
 pub mod error_packet;
 mod header;
+pub mod hello;
 pub mod image;
 pub mod response;
 pub mod text;
+pub mod token;
 
 pub use error_packet::{ErrorPacket, ErrorRepr};
 pub use header::{HeaderPrefix, HeaderRepr, Packet};
+pub use hello::{HelloPacket, HelloRepr};
 pub use image::{ImageFragment, ImageRepr, Rect};
 pub use response::{ResponsePacket, ResponseRepr};
 pub use text::{TextChunk, TextRepr};
+pub use token::{TokenPacket, TokenRepr};
 
 /// ASCII "TW".
 pub const MAGIC: u16 = 0x5457;
@@ -74,8 +78,12 @@ pub enum Kind {
     ImageTile = 0x02,
     TextChunk = 0x03,
     Describe = 0x04,
+    /// Rev 3: address validation, client -> proxy.
+    Hello = 0x05,
     Response = 0x81,
     Error = 0x82,
+    /// Rev 3: address validation, proxy -> client.
+    Token = 0x83,
 }
 
 impl Kind {
@@ -85,14 +93,16 @@ impl Kind {
             0x02 => Kind::ImageTile,
             0x03 => Kind::TextChunk,
             0x04 => Kind::Describe,
+            0x05 => Kind::Hello,
             0x81 => Kind::Response,
             0x82 => Kind::Error,
+            0x83 => Kind::Token,
             _ => return None,
         })
     }
     /// Kinds that only the proxy sends.
     pub fn is_reply(self) -> bool {
-        matches!(self, Kind::Response | Kind::Error)
+        matches!(self, Kind::Response | Kind::Error | Kind::Token)
     }
     pub fn is_image(self) -> bool {
         matches!(self, Kind::ImageRows | Kind::ImageTile)
@@ -113,10 +123,13 @@ pub enum ErrorCode {
     UpstreamUnavailable = 8,
     UpstreamError = 9,
     InvalidContent = 10,
+    /// Rev 3: the source address is not validated and the answer would
+    /// exceed its budget.
+    Retry = 11,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 11] = [
         ErrorCode::Malformed,
         ErrorCode::UnsupportedVersion,
         ErrorCode::UnknownPipeline,
@@ -127,6 +140,7 @@ impl ErrorCode {
         ErrorCode::UpstreamUnavailable,
         ErrorCode::UpstreamError,
         ErrorCode::InvalidContent,
+        ErrorCode::Retry,
     ];
     pub fn from_u16(v: u16) -> Option<ErrorCode> {
         ErrorCode::ALL.iter().copied().find(|c| *c as u16 == v)
@@ -143,6 +157,7 @@ impl ErrorCode {
             ErrorCode::UpstreamUnavailable => "UPSTREAM_UNAVAILABLE",
             ErrorCode::UpstreamError => "UPSTREAM_ERROR",
             ErrorCode::InvalidContent => "INVALID_CONTENT",
+            ErrorCode::Retry => "RETRY",
         }
     }
     /// Index into per-code counter arrays.

@@ -30,7 +30,10 @@ pub struct XdpConfig {
     /// the driver cannot).
     pub bind: BindMode,
     pub need_wakeup: bool,
-    /// Source addresses or CIDR prefixes allowed; empty = everyone.
+    /// Removed: moved to `[security] allowlist` (both ingresses). Kept
+    /// only so that a config that still sets it gets an error naming the
+    /// new key.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub allowlist: Vec<String>,
     /// Clients whose reply path (MACs, VLAN) is remembered.
     pub reply_paths: usize,
