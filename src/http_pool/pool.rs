@@ -5,9 +5,7 @@
 //! ([`crate::upstream::codec`]).
 
 use crate::upstream::breaker::Backoff;
-use crate::upstream::codec::{
-    HttpError, HttpResponse, ResponseParser, MAX_HEAD, MAX_RESPONSE_BODY,
-};
+use crate::upstream::codec::{HttpError, HttpResponse, ResponseParser};
 use crate::upstream::{CallError, CallId, CallResult, PoolStats};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
@@ -50,7 +48,8 @@ struct Conn {
     state: ConnState,
     call: Option<Call>,
     written: usize,
-    inbuf: Vec<u8>,
+    /// The answer so far: the parser is fed each read and holds what it
+    /// needs (bounded: `codec::MAX_HEAD`, `codec::MAX_RESPONSE_BODY`).
     parser: ResponseParser,
     /// Has carried a request before (a failure before any answer byte may
     /// be a keep-alive close race: retry once).
@@ -182,7 +181,6 @@ impl Pool {
                 conn.state = ConnState::Busy;
                 conn.call = Some(call);
                 conn.written = 0;
-                conn.inbuf.clear();
                 conn.parser.reset();
                 self.pump(i, false, now, registry);
                 continue;
@@ -241,7 +239,6 @@ impl Pool {
                     },
                     call: None,
                     written: 0,
-                    inbuf: Vec::new(),
                     parser: ResponseParser::default(),
                     reused: false,
                 });
@@ -272,7 +269,19 @@ impl Pool {
         let mut c = self.conns[slot].take()?;
         let _ = registry.deregister(&mut c.stream);
         self.stats.connections_open -= 1;
+        self.count_buffered();
         Some(c)
+    }
+
+    /// Bytes the parsers of this pool hold now (the `response_bytes_buffered`
+    /// gauge).
+    fn count_buffered(&mut self) {
+        self.stats.response_bytes_buffered = self
+            .conns
+            .iter()
+            .flatten()
+            .map(|c| c.parser.buffered() as u64)
+            .sum();
     }
 
     /// A readiness event for connection `token`.
@@ -338,23 +347,34 @@ impl Pool {
                 }
             }
         }
+        // The answer, fed to the parser read by read (each byte is parsed
+        // once; the parser bounds what it holds).
+        let mut parsed: Result<Option<HttpResponse>, String> = Ok(None);
+        let mut unsolicited = false;
         if failure.is_none() && (readable || conn.call.is_some()) {
             let mut chunk = [0u8; 65536];
             loop {
                 match conn.stream.read(&mut chunk) {
                     Ok(0) => {
                         eof = true;
+                        if conn.call.is_some() {
+                            parsed = conn.parser.feed(&[], true);
+                        }
                         break;
                     }
                     Ok(n) => {
                         if conn.call.is_none() {
                             // Bytes nobody asked for: the connection is unusable.
                             failure = Some("unsolicited bytes on an idle connection".into());
+                            unsolicited = true;
                             break;
                         }
-                        conn.inbuf.extend_from_slice(&chunk[..n]);
-                        if conn.inbuf.len() > MAX_RESPONSE_BODY + MAX_HEAD {
-                            failure = Some("response too large".into());
+                        parsed = conn.parser.feed(&chunk[..n], false);
+                        let held = conn.parser.buffered() as u64;
+                        self.stats.response_bytes_peak = self.stats.response_bytes_peak.max(held);
+                        if !matches!(parsed, Ok(None)) {
+                            // Answered or refused: anything more in the
+                            // socket is for nobody.
                             break;
                         }
                     }
@@ -368,31 +388,41 @@ impl Pool {
             }
         }
         if conn.call.is_none() {
-            // Idle: a close or junk just retires the connection.
+            // Idle: a close or junk just retires the connection. A server
+            // that talks before it is asked is out of step: counted, and
+            // reconnecting backs off (no reconnect storm against it).
             if eof || failure.is_some() {
                 self.close(slot, registry);
+            }
+            if unsolicited {
+                self.stats.unsolicited_bytes += 1;
+                self.lost = true;
+                self.backoff.failed(now);
             }
             return;
         }
         if let Some(msg) = failure {
             return self.lose(slot, HttpError::Io(addr, msg), now, registry);
         }
-        let parsed = conn.parser.parse(&conn.inbuf, eof);
         match parsed {
-            Ok(None) => {}
+            Ok(None) => self.count_buffered(),
             Ok(Some(resp)) => {
                 let call = conn.call.take().expect("busy");
                 conn.reused = true;
                 conn.state = ConnState::Idle;
-                conn.inbuf.clear();
+                // An answer that came before the whole request was written
+                // (an early error) leaves the connection out of step.
+                let early = conn.written < call.request.len();
                 conn.parser.reset();
-                if !resp.keep_alive || eof {
+                if !resp.keep_alive || eof || early {
                     self.close(slot, registry);
+                } else {
+                    self.count_buffered();
                 }
                 self.complete(call.id, Ok(resp));
             }
             Err(msg) => {
-                let nothing_read = conn.inbuf.is_empty();
+                let nothing_read = conn.parser.received() == 0;
                 let err = if nothing_read {
                     HttpError::Io(addr, msg)
                 } else {
@@ -414,7 +444,7 @@ impl Pool {
         let Some(mut call) = conn.call.take() else {
             return;
         };
-        if conn.reused && conn.inbuf.is_empty() && !call.retried && err.is_unavailable() {
+        if conn.reused && conn.parser.received() == 0 && !call.retried && err.is_unavailable() {
             call.retried = true;
             self.stats.stale_retries += 1;
             self.queue.push_front(call);

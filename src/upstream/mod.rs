@@ -255,6 +255,15 @@ pub struct PoolStats {
     pub reconnects: u64,
     /// Calls resent once because a kept-alive connection was found closed.
     pub stale_retries: u64,
+    /// Idle connections closed because the server sent bytes nobody asked
+    /// for (out of step: reconnecting backs off).
+    pub unsolicited_bytes: u64,
+    /// Bytes the connections' answer parsers hold now (heads and bodies
+    /// still arriving).
+    pub response_bytes_buffered: u64,
+    /// The most one answer has held at once (bounded by the codec's
+    /// MAX_HEAD and MAX_RESPONSE_BODY).
+    pub response_bytes_peak: u64,
 }
 
 /// Counters of one upstream: the core's (breaker, answers) and its
