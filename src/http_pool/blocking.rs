@@ -5,7 +5,7 @@ use crate::upstream::codec::{encode_request, HttpError, HttpResponse, ResponsePa
 use crate::upstream::{kserve, HttpUrl, UpstreamKind};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Every address `url`'s host resolves to (DNS: blocking).
 pub fn resolve(url: &HttpUrl) -> Result<Vec<SocketAddr>, String> {
@@ -43,12 +43,16 @@ pub fn check_ready(
 }
 
 /// A blocking GET for start-up checks (readiness), not for the hot path.
+/// `timeout` bounds the whole exchange (a server trickling its answer or
+/// sending one that never ends is cut off), not just each read.
 pub fn get_blocking(
     addr: SocketAddr,
     host: &str,
     path: &str,
     timeout: Duration,
 ) -> Result<HttpResponse, HttpError> {
+    let deadline = Instant::now() + timeout;
+    let timed_out = || HttpError::Timeout(addr, timeout.as_millis() as u64);
     let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)
         .map_err(|e| HttpError::Connect(addr, e.to_string()))?;
     let io_err = |e: io::Error| HttpError::Io(addr, e.to_string());
@@ -63,10 +67,14 @@ pub fn get_blocking(
         &[],
     );
     s.write_all(&req).map_err(io_err)?;
-    let mut buf = Vec::new();
     let mut parser = ResponseParser::default();
     let mut chunk = [0u8; 8192];
     loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(timed_out());
+        }
+        s.set_read_timeout(Some(left)).map_err(io_err)?;
         let n = match s.read(&mut chunk) {
             Ok(n) => n,
             Err(e)
@@ -75,12 +83,11 @@ pub fn get_blocking(
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                return Err(HttpError::Timeout(addr, timeout.as_millis() as u64))
+                return Err(timed_out())
             }
             Err(e) => return Err(io_err(e)),
         };
-        buf.extend_from_slice(&chunk[..n]);
-        match parser.parse(&buf, n == 0) {
+        match parser.feed(&chunk[..n], n == 0) {
             Ok(Some(r)) => return Ok(r),
             Ok(None) => {}
             Err(m) => return Err(HttpError::Malformed(addr, m)),

@@ -411,9 +411,16 @@ impl Pool {
                 conn.reused = true;
                 conn.state = ConnState::Idle;
                 // An answer that came before the whole request was written
-                // (an early error) leaves the connection out of step.
+                // leaves the connection out of step. An early error (413,
+                // 400) is the server refusing the request; a success
+                // cannot be an answer to it.
                 let early = conn.written < call.request.len();
                 conn.parser.reset();
+                if early && (200..300).contains(&resp.status) {
+                    conn.call = Some(call);
+                    let msg = "a success answer before the request was written".to_string();
+                    return self.lose(slot, HttpError::Malformed(addr, msg), now, registry);
+                }
                 if !resp.keep_alive || eof || early {
                     self.close(slot, registry);
                 } else {
