@@ -546,3 +546,60 @@ fn http10_and_connection_close_mixes_are_answered() {
     assert_eq!(u.pool.stale_retries, 0, "{u:?}");
     assert_bounded(u, 64 << 10);
 }
+
+// ------------------------------------------------------ upstream names
+
+#[test]
+fn unresolved_name_is_retried_and_shown_in_describe() {
+    // `.invalid` never resolves (RFC 2606).
+    let (proxy, mut c) = start(config("http://tensorwire-test.invalid:8000", ""));
+    let d = c.describe().unwrap();
+    assert_eq!(d["upstreams"][0]["ready_at_start"], false);
+    let why = d["upstreams"][0]["not_ready_because"].as_str().unwrap();
+    assert!(why.contains("resolve"), "{why}");
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        let (code, msg) = error(send(&mut c, 2));
+        assert_eq!(code, ErrorCode::UpstreamUnavailable, "{msg}");
+        assert!(
+            msg.contains("cannot resolve") || msg.contains("reconnecting"),
+            "{msg}"
+        );
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+        assert_still_serving(&mut c);
+        // Past the backoff: the next call looks the name up again.
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let (stats, _) = proxy.stop().unwrap();
+    let u = assert_drained(&stats);
+    assert_eq!(u.pool.addresses, 0);
+    assert!(u.pool.lookup_failures >= 2, "{u:?}");
+}
+
+#[test]
+fn strict_start_refuses_an_unresolved_name() {
+    let text = r#"
+[upstreams.model]
+kind = "kserve"
+url = "http://tensorwire-test.invalid:8000"
+model = "m"
+require_at_start = true
+
+[[pipelines]]
+id = 2
+name = "text"
+kind = "text"
+upstream = "model"
+[pipelines.text]
+tokenizer = "builtin:all-MiniLM-L6-v2"
+"#;
+    match Config::from_toml(text) {
+        Err(tensorwire::config::ConfigError::Invalid { key, msg }) => {
+            assert_eq!(key, "upstreams.model.url");
+            assert!(msg.contains("require_at_start"), "{msg}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Without it, the same config loads (the name is looked up later).
+    assert!(Config::from_toml(&text.replace("require_at_start = true", "")).is_ok());
+}

@@ -9,12 +9,22 @@ use std::time::{Duration, Instant};
 
 /// Every address `url`'s host resolves to (DNS: blocking).
 pub fn resolve(url: &HttpUrl) -> Result<Vec<SocketAddr>, String> {
-    let addrs: Vec<SocketAddr> = (url.host.as_str(), url.port)
+    resolve_host(&url.host, url.port)
+}
+
+/// Every address `host` resolves to (DNS: blocking), without duplicates.
+pub fn resolve_host(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+    let mut addrs: Vec<SocketAddr> = Vec::new();
+    for a in (host, port)
         .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {}: {e}", url.host))?
-        .collect();
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+    {
+        if !addrs.contains(&a) {
+            addrs.push(a);
+        }
+    }
     if addrs.is_empty() {
-        return Err(format!("{} has no address", url.host));
+        return Err(format!("{host} has no address"));
     }
     Ok(addrs)
 }
@@ -28,13 +38,24 @@ pub fn check_ready(
     version: &str,
     timeout: Duration,
 ) -> Result<(), String> {
-    let addr = resolve(url)?[0];
+    let addrs = resolve(url)?;
     let paths: Vec<String> = match kind {
         UpstreamKind::Kserve => kserve::ready_paths(&url.base_path, model, version).to_vec(),
         UpstreamKind::Openai => vec![format!("{}/health", url.base_path)],
     };
+    // The first address that takes a connection answers (every address
+    // is tried, as the pools do).
+    let mut addr = addrs[0];
     for p in paths {
-        let r = get_blocking(addr, &url.authority, &p, timeout).map_err(|e| e.to_string())?;
+        let mut r = Err(HttpError::Connect(addr, "no address".into()));
+        for &a in std::iter::once(&addr).chain(addrs.iter().filter(|&&a| a != addr)) {
+            r = get_blocking(a, &url.authority, &p, timeout);
+            if !matches!(r, Err(HttpError::Connect(..))) {
+                addr = a;
+                break;
+            }
+        }
+        let r = r.map_err(|e| e.to_string())?;
         if r.status != 200 {
             return Err(format!("GET {p}: HTTP {}", r.status));
         }

@@ -7,17 +7,20 @@
 pub mod blocking;
 mod pool;
 
-pub use pool::{Pool, PoolConfig, SubmitError};
+pub use pool::{Pool, PoolConfig, Resolver, SubmitError};
 
 use crate::upstream::{
     CallError, CallId, CallResult, PoolStats, UpstreamCall, UpstreamConfig, UpstreamError,
 };
-use mio::{Events, Poll, Token};
+use mio::{Events, Poll, Token, Waker};
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Connections per upstream are tokens `index * TOKENS_PER_UPSTREAM + slot`.
 const TOKENS_PER_UPSTREAM: usize = 1 << 16;
+/// The token of the waker name lookups (helper threads) end with.
+const LOOKUP_DONE: Token = Token(usize::MAX);
 
 /// The connection pools of one worker, indexed like its upstreams.
 pub struct UpstreamPools {
@@ -38,10 +41,22 @@ impl std::fmt::Debug for UpstreamPools {
 
 impl UpstreamPools {
     /// One pool per upstream, in the given order (the core's
-    /// [`crate::upstream::UpstreamIx`] order); resolves addresses.
+    /// [`crate::upstream::UpstreamIx`] order). Resolves the names now
+    /// (blocking, at start); a name that does not resolve is an error only
+    /// with `require_at_start`, otherwise its pool looks it up again before
+    /// connecting (in a helper thread, with backoff).
     pub fn new<'a>(
         upstreams: impl IntoIterator<Item = (&'a str, &'a UpstreamConfig)>,
     ) -> Result<UpstreamPools, UpstreamError> {
+        let poll = Poll::new().map_err(|e| UpstreamError {
+            name: String::new(),
+            msg: format!("epoll: {e}"),
+        })?;
+        let waker = Waker::new(poll.registry(), LOOKUP_DONE).map_err(|e| UpstreamError {
+            name: String::new(),
+            msg: format!("eventfd: {e}"),
+        })?;
+        let waker = Arc::new(waker);
         let mut pools = Vec::new();
         for (i, (name, cfg)) in upstreams.into_iter().enumerate() {
             let err = |msg: String| UpstreamError {
@@ -49,10 +64,19 @@ impl UpstreamPools {
                 msg,
             };
             let url = crate::upstream::HttpUrl::parse(&cfg.url).map_err(err)?;
-            let addr = blocking::resolve(&url).map_err(err)?[0];
-            pools.push(Pool::new(
+            let resolver = Resolver::dns(&url.host, url.port);
+            let addrs = match resolver.resolve() {
+                Ok(a) => a,
+                Err(e) if cfg.require_at_start => return Err(err(e)),
+                Err(e) => {
+                    tracing::warn!(upstream = name, "{e}: looked up again before connecting");
+                    Vec::new()
+                }
+            };
+            let mut pool = Pool::new(
                 PoolConfig {
-                    addr,
+                    resolver,
+                    addrs,
                     connections: cfg.connections,
                     max_pending: cfg.max_pending,
                     connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
@@ -61,12 +85,10 @@ impl UpstreamPools {
                     backoff_max: Duration::from_millis(cfg.reconnect_backoff_max_ms),
                 },
                 i * TOKENS_PER_UPSTREAM,
-            ));
+            );
+            pool.set_waker(waker.clone());
+            pools.push(pool);
         }
-        let poll = Poll::new().map_err(|e| UpstreamError {
-            name: String::new(),
-            msg: format!("epoll: {e}"),
-        })?;
         Ok(UpstreamPools {
             poll,
             events: Events::with_capacity(256),
@@ -139,6 +161,8 @@ impl UpstreamPools {
             }
         }
         for p in &mut self.pools {
+            // A lookup that ended woke us (LOOKUP_DONE): take its answer.
+            p.poll_lookup(now, self.poll.registry());
             if p.next_deadline().is_some_and(|d| d <= now) {
                 p.on_timer(now, self.poll.registry());
             }

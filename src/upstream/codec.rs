@@ -20,6 +20,8 @@ pub enum HttpError {
     Malformed(SocketAddr, String),
     #[error("{0} reconnecting after failures (next attempt in {1} ms)")]
     Backoff(SocketAddr, u64),
+    #[error("cannot resolve {0}: {1}")]
+    Resolve(String, String),
 }
 
 impl HttpError {

@@ -80,6 +80,11 @@ pub struct UpstreamConfig {
     pub reconnect_backoff_max_ms: u64,
     #[serde(default)]
     pub breaker: BreakerConfig,
+    /// The host must resolve when the proxy starts (else a config error,
+    /// exit 78). Off: an unresolved name is looked up again with backoff
+    /// and shown in DESCRIBE (`ready_at_start`, `not_ready_because`).
+    #[serde(default)]
+    pub require_at_start: bool,
 }
 
 fn default_endpoint() -> openai::Endpoint {
@@ -264,6 +269,12 @@ pub struct PoolStats {
     /// The most one answer has held at once (bounded by the codec's
     /// MAX_HEAD and MAX_RESPONSE_BODY).
     pub response_bytes_peak: u64,
+    /// Addresses the server's name has now (0: not resolved yet).
+    pub addresses: u64,
+    /// Lookups of the name after start (reconnects after failures) that
+    /// answered, and that failed.
+    pub lookups: u64,
+    pub lookup_failures: u64,
 }
 
 /// Counters of one upstream: the core's (breaker, answers) and its
