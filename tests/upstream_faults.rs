@@ -461,6 +461,32 @@ fn endless_bodies_are_cut_off() {
     for fault in [Fault::EndlessBody, Fault::EndlessChunks] {
         let s = FakeServer::start(fault);
         let (proxy, mut c) = start(config(&s.url(), "request_timeout_ms = 600"));
+        // While a body streams in, the same worker answers others at once
+        // (reads are budgeted per event).
+        let addr = proxy.addr;
+        let streaming = std::thread::spawn(move || {
+            let mut c = Client::connect(addr).unwrap();
+            error(send(&mut c, 2)).0
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        let mut other = Client::connect(addr).unwrap();
+        for _ in 0..3 {
+            let t0 = Instant::now();
+            other.describe().unwrap();
+            assert!(
+                t0.elapsed() < Duration::from_millis(500),
+                "{:?}",
+                t0.elapsed()
+            );
+        }
+        let code = streaming.join().unwrap();
+        assert!(
+            matches!(
+                code,
+                ErrorCode::UpstreamUnavailable | ErrorCode::UpstreamError
+            ),
+            "{code:?}"
+        );
         for _ in 0..2 {
             let t0 = Instant::now();
             // Cut at request_timeout_ms, or at MAX_RESPONSE_BODY if that

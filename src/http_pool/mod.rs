@@ -29,7 +29,14 @@ pub struct UpstreamPools {
     pools: Vec<Pool>,
     /// Tokens of one poll round (reused: no allocation per wakeup).
     tokens: Vec<Token>,
+    /// `drive` stopped with events maybe left (a server streaming without
+    /// end): drive again at once, after the ingress had its turn.
+    undrained_at: Option<Instant>,
 }
+
+/// Poll rounds per `drive`, at most (each reads at most the pools' read
+/// budget per connection).
+const DRIVE_ROUNDS: usize = 8;
 
 impl std::fmt::Debug for UpstreamPools {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -94,6 +101,7 @@ impl UpstreamPools {
             events: Events::with_capacity(256),
             pools,
             tokens: Vec::new(),
+            undrained_at: None,
         })
     }
 
@@ -137,17 +145,23 @@ impl UpstreamPools {
         if self.pools.is_empty() {
             return;
         }
-        // Drain: the ingress waits on our epoll fd edge-triggered.
-        loop {
+        // Drain: the ingress waits on our epoll fd edge-triggered. A
+        // connection that never stops sending would keep this loop going:
+        // after DRIVE_ROUNDS, the rest waits for the next drive (the
+        // deadline below makes it immediate).
+        self.undrained_at = Some(now);
+        for _ in 0..DRIVE_ROUNDS {
             match self.poll.poll(&mut self.events, Some(Duration::ZERO)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     tracing::warn!("upstream poll: {e}");
+                    self.undrained_at = None;
                     break;
                 }
             }
             if self.events.is_empty() {
+                self.undrained_at = None;
                 break;
             }
             self.tokens.clear();
@@ -186,7 +200,11 @@ impl UpstreamPools {
 
     /// The earliest deadline (timeouts, reconnects).
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.pools.iter().filter_map(Pool::next_deadline).min()
+        self.pools
+            .iter()
+            .filter_map(Pool::next_deadline)
+            .chain(self.undrained_at)
+            .min()
     }
 
     /// Counters of the pool of upstream `i`.

@@ -116,7 +116,15 @@ struct Conn {
     /// Has carried a request before (a failure before any answer byte may
     /// be a keep-alive close race: retry once).
     reused: bool,
+    /// Reading stopped at the budget with bytes maybe left in the socket
+    /// (no new edge will say so): read again at the next timer.
+    more: bool,
 }
+
+/// Bytes read from one connection per readiness event or timer, at most:
+/// a server streaming without end cannot keep the event loop (and the
+/// ingress it shares) busy for more than this many bytes at a time.
+const READ_BUDGET: usize = 1 << 20;
 
 /// Why a call was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,6 +159,8 @@ pub struct Pool {
     /// Wakes the event loop when a lookup ends (None: found at the next
     /// timer or event).
     waker: Option<Arc<mio::Waker>>,
+    /// Since when connections have unread bytes past their read budget.
+    more_since: Option<Instant>,
     done: Vec<(CallId, CallResult)>,
     pub stats: PoolStats,
 }
@@ -168,6 +178,7 @@ impl Pool {
             stale_addrs: false,
             resolving: None,
             waker: None,
+            more_since: None,
             conns: (0..cfg.connections).map(|_| None).collect(),
             backoff: Backoff::new(cfg.backoff_initial, cfg.backoff_max),
             cfg,
@@ -346,6 +357,7 @@ impl Pool {
                     written: 0,
                     parser: ResponseParser::default(),
                     reused: false,
+                    more: false,
                 });
                 true
             }
@@ -552,6 +564,8 @@ impl Pool {
         let mut unsolicited = false;
         if failure.is_none() && (readable || conn.call.is_some()) {
             let mut chunk = [0u8; 65536];
+            let mut budget = READ_BUDGET;
+            conn.more = false;
             loop {
                 match conn.stream.read(&mut chunk) {
                     Ok(0) => {
@@ -574,6 +588,12 @@ impl Pool {
                         if !matches!(parsed, Ok(None)) {
                             // Answered or refused: anything more in the
                             // socket is for nobody.
+                            break;
+                        }
+                        budget = budget.saturating_sub(n);
+                        if budget == 0 {
+                            conn.more = true;
+                            self.more_since.get_or_insert(now);
                             break;
                         }
                     }
@@ -663,6 +683,13 @@ impl Pool {
     /// Fails calls and connects whose deadlines have passed.
     pub fn on_timer(&mut self, now: Instant, registry: &Registry) {
         self.poll_lookup(now, registry);
+        if self.more_since.take().is_some() {
+            for slot in 0..self.conns.len() {
+                if self.conns[slot].as_ref().is_some_and(|c| c.more) {
+                    self.pump(slot, true, now, registry);
+                }
+            }
+        }
         let addr = self.addr();
         for slot in 0..self.conns.len() {
             let Some(c) = &self.conns[slot] else { continue };
@@ -706,6 +733,9 @@ impl Pool {
         }
         if let Some(r) = &self.resolving {
             at(r.deadline);
+        }
+        if let Some(t) = self.more_since {
+            at(t);
         }
         if let Some(c) = self.queue.front() {
             at(c.deadline);
