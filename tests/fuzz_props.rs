@@ -284,7 +284,6 @@ fn configs_into_the_loader() {
                     }
                 }
             }
-            let mut t = t;
             for _ in 0..rng.usize(0..3) {
                 t = mutate(rng, t, CONFIG_PIECES);
             }
