@@ -47,6 +47,11 @@ pub struct UpstreamConfig {
     pub kind: UpstreamKind,
     /// `http://host:port[/base/path]` (plain HTTP only).
     pub url: String,
+    /// The host must resolve when the proxy starts (else a config error,
+    /// exit 78). Off: an unresolved name is looked up again with backoff
+    /// and shown in DESCRIBE (`ready_at_start`, `not_ready_because`).
+    #[serde(default)]
+    pub require_at_start: bool,
     pub model: String,
     /// kserve: model version ("" = the server's default).
     #[serde(default)]
@@ -80,11 +85,6 @@ pub struct UpstreamConfig {
     pub reconnect_backoff_max_ms: u64,
     #[serde(default)]
     pub breaker: BreakerConfig,
-    /// The host must resolve when the proxy starts (else a config error,
-    /// exit 78). Off: an unresolved name is looked up again with backoff
-    /// and shown in DESCRIBE (`ready_at_start`, `not_ready_because`).
-    #[serde(default)]
-    pub require_at_start: bool,
 }
 
 fn default_endpoint() -> openai::Endpoint {
