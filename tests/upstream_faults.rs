@@ -373,3 +373,259 @@ fn unanswered_connect_times_out() {
     let u = assert_drained(&stats);
     assert_eq!(u.pool.connect_failures, 1);
 }
+
+// ------------------------------------------------- hostile model servers
+//
+// Issue 12: nothing a model server sends can panic the proxy or make it
+// hold unbounded memory. Each hostile answer gets UPSTREAM_ERROR or
+// UPSTREAM_UNAVAILABLE, the proxy keeps serving (DESCRIBE and the echo
+// pipeline answer afterwards), the pool's answer buffers stay within the
+// codec's limits and are empty at the end, and everything drains.
+
+use tensorwire::upstream::codec::{MAX_HEAD, MAX_RESPONSE_BODY};
+
+/// The proxy still answers DESCRIBE and an echo request.
+fn assert_still_serving(c: &mut Client) {
+    assert!(c.describe().unwrap()["upstreams"].is_array());
+    assert!(matches!(
+        send(c, 9),
+        Reply::Response {
+            content_type: 2,
+            ..
+        }
+    ));
+}
+
+/// The pool never held more than `limit` bytes for one answer and holds
+/// nothing now.
+fn assert_bounded(u: &UpstreamStats, limit: usize) {
+    assert!(
+        u.pool.response_bytes_peak <= limit as u64,
+        "held {} bytes for one answer (limit {limit})",
+        u.pool.response_bytes_peak
+    );
+    assert_eq!(u.pool.response_bytes_buffered, 0, "{u:?}");
+}
+
+/// Sends `n` requests to the hostile upstream; each must fail with one
+/// of `codes`, its message containing `want`.
+fn expect_errors(c: &mut Client, n: usize, codes: &[ErrorCode], want: &str) {
+    for i in 0..n {
+        let (code, msg) = error(send(c, 2));
+        assert!(codes.contains(&code), "{i}: {code:?} {msg}");
+        assert!(msg.contains(want), "{i}: {msg}");
+        assert_still_serving(c);
+    }
+}
+
+#[test]
+fn overflowing_chunk_size_is_upstream_error() {
+    let s = FakeServer::start(Fault::OverflowingChunk);
+    let (proxy, mut c) = start(config(&s.url(), ""));
+    expect_errors(
+        &mut c,
+        3,
+        &[ErrorCode::UpstreamError],
+        "chunked body too large",
+    );
+    let (stats, _) = proxy.stop().unwrap();
+    let u = assert_drained(&stats);
+    assert_eq!(u.pool.calls_malformed, 3);
+    assert_bounded(u, 64 << 10);
+}
+
+#[test]
+fn megabyte_head_is_refused_at_max_head() {
+    let s = FakeServer::start(Fault::HugeHead);
+    let (proxy, mut c) = start(config(&s.url(), ""));
+    expect_errors(&mut c, 2, &[ErrorCode::UpstreamError], "larger than 64 KiB");
+    let (stats, _) = proxy.stop().unwrap();
+    let u = assert_drained(&stats);
+    assert_eq!(u.pool.calls_malformed, 2);
+    // The head buffer grows by doubling: at most twice the limit.
+    assert_bounded(u, 2 * MAX_HEAD);
+}
+
+#[test]
+fn content_length_of_2_pow_63_is_upstream_error() {
+    let s = FakeServer::start(Fault::HugeContentLength);
+    let (proxy, mut c) = start(config(&s.url(), ""));
+    expect_errors(&mut c, 2, &[ErrorCode::UpstreamError], "too large");
+    let (stats, _) = proxy.stop().unwrap();
+    let u = assert_drained(&stats);
+    assert_bounded(u, 64 << 10);
+}
+
+#[test]
+fn endless_bodies_are_cut_off() {
+    for fault in [Fault::EndlessBody, Fault::EndlessChunks] {
+        let s = FakeServer::start(fault);
+        let (proxy, mut c) = start(config(&s.url(), "request_timeout_ms = 600"));
+        // While a body streams in, the same worker answers others at once
+        // (reads are budgeted per event).
+        let addr = proxy.addr;
+        let streaming = std::thread::spawn(move || {
+            let mut c = Client::connect(addr).unwrap();
+            error(send(&mut c, 2)).0
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        let mut other = Client::connect(addr).unwrap();
+        for _ in 0..3 {
+            let t0 = Instant::now();
+            other.describe().unwrap();
+            assert!(
+                t0.elapsed() < Duration::from_millis(500),
+                "{:?}",
+                t0.elapsed()
+            );
+        }
+        let code = streaming.join().unwrap();
+        assert!(
+            matches!(
+                code,
+                ErrorCode::UpstreamUnavailable | ErrorCode::UpstreamError
+            ),
+            "{code:?}"
+        );
+        for _ in 0..2 {
+            let t0 = Instant::now();
+            // Cut at request_timeout_ms, or at MAX_RESPONSE_BODY if that
+            // much arrives first.
+            let (code, msg) = error(send(&mut c, 2));
+            match code {
+                ErrorCode::UpstreamUnavailable => assert!(msg.contains("600 ms"), "{msg}"),
+                ErrorCode::UpstreamError => assert!(msg.contains("too large"), "{msg}"),
+                other => panic!("{fault:?}: {other:?} {msg}"),
+            }
+            assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+            assert_still_serving(&mut c);
+        }
+        let (stats, _) = proxy.stop().unwrap();
+        let u = assert_drained(&stats);
+        assert!(u.pool.response_bytes_peak > 0, "{fault:?}: {u:?}");
+        assert_bounded(u, 2 * (MAX_RESPONSE_BODY + MAX_HEAD));
+    }
+}
+
+#[test]
+fn trickled_answer_times_out_while_others_are_served() {
+    let s = FakeServer::start(Fault::Trickle);
+    let (proxy, c) = start(config(&s.url(), "request_timeout_ms = 1000"));
+    let addr = proxy.addr;
+    let trickled = std::thread::spawn(move || {
+        let mut c = c;
+        let t0 = Instant::now();
+        (send(&mut c, 2), t0.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let mut other = Client::connect(addr).unwrap();
+    for _ in 0..3 {
+        assert_still_serving(&mut other);
+    }
+    let (r, took) = trickled.join().unwrap();
+    let (code, msg) = error(r);
+    assert_eq!(code, ErrorCode::UpstreamUnavailable, "{msg}");
+    assert!(msg.contains("1000 ms"), "{msg}");
+    assert!(
+        took >= Duration::from_millis(1000) && took < Duration::from_millis(2500),
+        "{took:?}"
+    );
+    assert_still_serving(&mut other);
+    let (stats, _) = proxy.stop().unwrap();
+    let u = assert_drained(&stats);
+    assert_bounded(u, 64 << 10);
+}
+
+#[test]
+fn answer_before_the_request_is_never_relayed() {
+    // Each good answer is followed by an unsolicited one on the
+    // kept-alive connection: the pool drops that connection (counted)
+    // instead of taking the stale answer for the next request's.
+    let s = FakeServer::start(Fault::EarlyAnswer);
+    let (proxy, mut c) = start(config(&s.url(), ""));
+    for _ in 0..4 {
+        assert_fake_answer(send(&mut c, 2));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_still_serving(&mut c);
+    let (stats, _) = proxy.stop().unwrap();
+    let u = assert_drained(&stats);
+    assert_eq!(u.pool.calls_ok, 4, "{u:?}");
+    assert_eq!(u.pool.unsolicited_bytes, 4, "{u:?}");
+    assert_eq!(u.pool.connects, 4, "{u:?}");
+    assert_bounded(u, 64 << 10);
+}
+
+#[test]
+fn http10_and_connection_close_mixes_are_answered() {
+    let s = FakeServer::start(Fault::Http10Mix);
+    let (proxy, mut c) = start(config(&s.url(), ""));
+    for _ in 0..8 {
+        assert_fake_answer(send(&mut c, 2));
+    }
+    assert_still_serving(&mut c);
+    let (stats, _) = proxy.stop().unwrap();
+    let u = assert_drained(&stats);
+    assert_eq!(u.pool.calls_ok, 8, "{u:?}");
+    // None of these answers leaves a connection to reuse.
+    assert_eq!(u.pool.connects, 8, "{u:?}");
+    assert_eq!(u.pool.stale_retries, 0, "{u:?}");
+    assert_bounded(u, 64 << 10);
+}
+
+// ------------------------------------------------------ upstream names
+
+#[test]
+fn unresolved_name_is_retried_and_shown_in_describe() {
+    // `.invalid` never resolves (RFC 2606).
+    let (proxy, mut c) = start(config("http://tensorwire-test.invalid:8000", ""));
+    let d = c.describe().unwrap();
+    assert_eq!(d["upstreams"][0]["ready_at_start"], false);
+    let why = d["upstreams"][0]["not_ready_because"].as_str().unwrap();
+    assert!(why.contains("resolve"), "{why}");
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        let (code, msg) = error(send(&mut c, 2));
+        assert_eq!(code, ErrorCode::UpstreamUnavailable, "{msg}");
+        assert!(
+            msg.contains("cannot resolve") || msg.contains("reconnecting"),
+            "{msg}"
+        );
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+        assert_still_serving(&mut c);
+        // Past the backoff: the next call looks the name up again.
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let (stats, _) = proxy.stop().unwrap();
+    let u = assert_drained(&stats);
+    assert_eq!(u.pool.addresses, 0);
+    assert!(u.pool.lookup_failures >= 2, "{u:?}");
+}
+
+#[test]
+fn strict_start_refuses_an_unresolved_name() {
+    let text = r#"
+[upstreams.model]
+kind = "kserve"
+url = "http://tensorwire-test.invalid:8000"
+model = "m"
+require_at_start = true
+
+[[pipelines]]
+id = 2
+name = "text"
+kind = "text"
+upstream = "model"
+[pipelines.text]
+tokenizer = "builtin:all-MiniLM-L6-v2"
+"#;
+    match Config::from_toml(text) {
+        Err(tensorwire::config::ConfigError::Invalid { key, msg }) => {
+            assert_eq!(key, "upstreams.model.url");
+            assert!(msg.contains("require_at_start"), "{msg}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Without it, the same config loads (the name is looked up later).
+    assert!(Config::from_toml(&text.replace("require_at_start = true", "")).is_ok());
+}

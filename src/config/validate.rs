@@ -48,6 +48,19 @@ impl Config {
             }
             u.check()
                 .map_err(|(k, msg)| invalid(format!("upstreams.{name}.{k}"), msg))?;
+            if u.require_at_start {
+                // Strict start: the name resolves now (blocking DNS, at
+                // load) or the config is refused (exit 78). Otherwise the
+                // pools look it up again with backoff.
+                let url = crate::upstream::HttpUrl::parse(&u.url)
+                    .map_err(|msg| invalid(format!("upstreams.{name}.url"), msg))?;
+                crate::http_pool::blocking::resolve(&url).map_err(|msg| {
+                    invalid(
+                        format!("upstreams.{name}.url"),
+                        format!("{msg} (require_at_start = true)"),
+                    )
+                })?;
+            }
         }
         if self.pipelines.is_empty() {
             return Err(invalid("pipelines", "at least one pipeline is needed"));

@@ -7,17 +7,20 @@
 pub mod blocking;
 mod pool;
 
-pub use pool::{Pool, PoolConfig, SubmitError};
+pub use pool::{Pool, PoolConfig, Resolver, SubmitError};
 
 use crate::upstream::{
     CallError, CallId, CallResult, PoolStats, UpstreamCall, UpstreamConfig, UpstreamError,
 };
-use mio::{Events, Poll, Token};
+use mio::{Events, Poll, Token, Waker};
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Connections per upstream are tokens `index * TOKENS_PER_UPSTREAM + slot`.
 const TOKENS_PER_UPSTREAM: usize = 1 << 16;
+/// The token of the waker name lookups (helper threads) end with.
+const LOOKUP_DONE: Token = Token(usize::MAX);
 
 /// The connection pools of one worker, indexed like its upstreams.
 pub struct UpstreamPools {
@@ -26,7 +29,14 @@ pub struct UpstreamPools {
     pools: Vec<Pool>,
     /// Tokens of one poll round (reused: no allocation per wakeup).
     tokens: Vec<Token>,
+    /// `drive` stopped with events maybe left (a server streaming without
+    /// end): drive again at once, after the ingress had its turn.
+    undrained_at: Option<Instant>,
 }
+
+/// Poll rounds per `drive`, at most (each reads at most the pools' read
+/// budget per connection).
+const DRIVE_ROUNDS: usize = 8;
 
 impl std::fmt::Debug for UpstreamPools {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -38,10 +48,22 @@ impl std::fmt::Debug for UpstreamPools {
 
 impl UpstreamPools {
     /// One pool per upstream, in the given order (the core's
-    /// [`crate::upstream::UpstreamIx`] order); resolves addresses.
+    /// [`crate::upstream::UpstreamIx`] order). Resolves the names now
+    /// (blocking, at start); a name that does not resolve is an error only
+    /// with `require_at_start`, otherwise its pool looks it up again before
+    /// connecting (in a helper thread, with backoff).
     pub fn new<'a>(
         upstreams: impl IntoIterator<Item = (&'a str, &'a UpstreamConfig)>,
     ) -> Result<UpstreamPools, UpstreamError> {
+        let poll = Poll::new().map_err(|e| UpstreamError {
+            name: String::new(),
+            msg: format!("epoll: {e}"),
+        })?;
+        let waker = Waker::new(poll.registry(), LOOKUP_DONE).map_err(|e| UpstreamError {
+            name: String::new(),
+            msg: format!("eventfd: {e}"),
+        })?;
+        let waker = Arc::new(waker);
         let mut pools = Vec::new();
         for (i, (name, cfg)) in upstreams.into_iter().enumerate() {
             let err = |msg: String| UpstreamError {
@@ -49,10 +71,19 @@ impl UpstreamPools {
                 msg,
             };
             let url = crate::upstream::HttpUrl::parse(&cfg.url).map_err(err)?;
-            let addr = blocking::resolve(&url).map_err(err)?[0];
-            pools.push(Pool::new(
+            let resolver = Resolver::dns(&url.host, url.port);
+            let addrs = match resolver.resolve() {
+                Ok(a) => a,
+                Err(e) if cfg.require_at_start => return Err(err(e)),
+                Err(e) => {
+                    tracing::warn!(upstream = name, "{e}: looked up again before connecting");
+                    Vec::new()
+                }
+            };
+            let mut pool = Pool::new(
                 PoolConfig {
-                    addr,
+                    resolver,
+                    addrs,
                     connections: cfg.connections,
                     max_pending: cfg.max_pending,
                     connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
@@ -61,17 +92,16 @@ impl UpstreamPools {
                     backoff_max: Duration::from_millis(cfg.reconnect_backoff_max_ms),
                 },
                 i * TOKENS_PER_UPSTREAM,
-            ));
+            );
+            pool.set_waker(waker.clone());
+            pools.push(pool);
         }
-        let poll = Poll::new().map_err(|e| UpstreamError {
-            name: String::new(),
-            msg: format!("epoll: {e}"),
-        })?;
         Ok(UpstreamPools {
             poll,
             events: Events::with_capacity(256),
             pools,
             tokens: Vec::new(),
+            undrained_at: None,
         })
     }
 
@@ -115,17 +145,23 @@ impl UpstreamPools {
         if self.pools.is_empty() {
             return;
         }
-        // Drain: the ingress waits on our epoll fd edge-triggered.
-        loop {
+        // Drain: the ingress waits on our epoll fd edge-triggered. A
+        // connection that never stops sending would keep this loop going:
+        // after DRIVE_ROUNDS, the rest waits for the next drive (the
+        // deadline below makes it immediate).
+        self.undrained_at = Some(now);
+        for _ in 0..DRIVE_ROUNDS {
             match self.poll.poll(&mut self.events, Some(Duration::ZERO)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     tracing::warn!("upstream poll: {e}");
+                    self.undrained_at = None;
                     break;
                 }
             }
             if self.events.is_empty() {
+                self.undrained_at = None;
                 break;
             }
             self.tokens.clear();
@@ -139,6 +175,8 @@ impl UpstreamPools {
             }
         }
         for p in &mut self.pools {
+            // A lookup that ended woke us (LOOKUP_DONE): take its answer.
+            p.poll_lookup(now, self.poll.registry());
             if p.next_deadline().is_some_and(|d| d <= now) {
                 p.on_timer(now, self.poll.registry());
             }
@@ -162,7 +200,11 @@ impl UpstreamPools {
 
     /// The earliest deadline (timeouts, reconnects).
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.pools.iter().filter_map(Pool::next_deadline).min()
+        self.pools
+            .iter()
+            .filter_map(Pool::next_deadline)
+            .chain(self.undrained_at)
+            .min()
     }
 
     /// Counters of the pool of upstream `i`.

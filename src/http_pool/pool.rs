@@ -5,21 +5,81 @@
 //! ([`crate::upstream::codec`]).
 
 use crate::upstream::breaker::Backoff;
-use crate::upstream::codec::{
-    HttpError, HttpResponse, ResponseParser, MAX_HEAD, MAX_RESPONSE_BODY,
-};
+use crate::upstream::codec::{HttpError, HttpResponse, ResponseParser};
 use crate::upstream::{CallError, CallId, CallResult, PoolStats};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
+
+/// Where a server is: a name looked up (blocking: it runs in a helper
+/// thread, never on the event loop) at start and again when reconnecting
+/// after every address failed, so a server behind a Kubernetes Service or
+/// headless DNS may move.
+#[derive(Clone)]
+pub struct Resolver {
+    /// `host:port`, for messages.
+    pub name: String,
+    lookup: Arc<dyn Fn() -> Result<Vec<SocketAddr>, String> + Send + Sync>,
+}
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Resolver").field(&self.name).finish()
+    }
+}
+
+impl Resolver {
+    /// DNS (or an address literal) for `host` and `port`.
+    pub fn dns(host: &str, port: u16) -> Resolver {
+        let h = host.to_string();
+        Resolver::new(&format!("{host}:{port}"), move || {
+            super::blocking::resolve_host(&h, port)
+        })
+    }
+
+    /// Any lookup (tests: a name that moves).
+    pub fn new(
+        name: &str,
+        lookup: impl Fn() -> Result<Vec<SocketAddr>, String> + Send + Sync + 'static,
+    ) -> Resolver {
+        Resolver {
+            name: name.to_string(),
+            lookup: Arc::new(lookup),
+        }
+    }
+
+    /// Fixed addresses (no lookup).
+    pub fn fixed(addrs: Vec<SocketAddr>) -> Resolver {
+        let name = addrs.first().map_or_else(String::new, ToString::to_string);
+        Resolver::new(&name, move || Ok(addrs.clone()))
+    }
+
+    /// Looks the name up now (blocking).
+    pub fn resolve(&self) -> Result<Vec<SocketAddr>, String> {
+        (self.lookup)()
+    }
+}
+
+/// A lookup running in a helper thread.
+#[derive(Debug)]
+struct Resolving {
+    rx: mpsc::Receiver<Result<Vec<SocketAddr>, String>>,
+    /// Given up on (as a failure) if no answer by then.
+    deadline: Instant,
+}
 
 /// Pool settings.
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
-    pub addr: SocketAddr,
+    /// The server's name and how to look it up again.
+    pub resolver: Resolver,
+    /// Its addresses at start (empty: not resolved yet, looked up before
+    /// the first connect).
+    pub addrs: Vec<SocketAddr>,
     pub connections: usize,
     pub max_pending: usize,
     pub connect_timeout: Duration,
@@ -50,12 +110,21 @@ struct Conn {
     state: ConnState,
     call: Option<Call>,
     written: usize,
-    inbuf: Vec<u8>,
+    /// The answer so far: the parser is fed each read and holds what it
+    /// needs (bounded: `codec::MAX_HEAD`, `codec::MAX_RESPONSE_BODY`).
     parser: ResponseParser,
     /// Has carried a request before (a failure before any answer byte may
     /// be a keep-alive close race: retry once).
     reused: bool,
+    /// Reading stopped at the budget with bytes maybe left in the socket
+    /// (no new edge will say so): read again at the next timer.
+    more: bool,
 }
+
+/// Bytes read from one connection per readiness event or timer, at most:
+/// a server streaming without end cannot keep the event loop (and the
+/// ingress it shares) busy for more than this many bytes at a time.
+const READ_BUDGET: usize = 1 << 20;
 
 /// Why a call was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,13 +147,38 @@ pub struct Pool {
     /// Set once a connection has failed or been lost: the next connect is
     /// a reconnect.
     lost: bool,
+    /// The server's addresses (tried in turn) and the next one to try.
+    addrs: Vec<SocketAddr>,
+    next_addr: usize,
+    /// Connects failed since the last success or lookup: after one per
+    /// address, the pool backs off and looks the name up again.
+    round_failures: usize,
+    /// The addresses are to be looked up again before the next connect.
+    stale_addrs: bool,
+    resolving: Option<Resolving>,
+    /// Wakes the event loop when a lookup ends (None: found at the next
+    /// timer or event).
+    waker: Option<Arc<mio::Waker>>,
+    /// Since when connections have unread bytes past their read budget.
+    more_since: Option<Instant>,
     done: Vec<(CallId, CallResult)>,
     pub stats: PoolStats,
 }
 
 impl Pool {
     pub fn new(cfg: PoolConfig, token_base: usize) -> Pool {
+        let stats = PoolStats {
+            addresses: cfg.addrs.len() as u64,
+            ..PoolStats::default()
+        };
         Pool {
+            addrs: cfg.addrs.clone(),
+            next_addr: 0,
+            round_failures: 0,
+            stale_addrs: false,
+            resolving: None,
+            waker: None,
+            more_since: None,
             conns: (0..cfg.connections).map(|_| None).collect(),
             backoff: Backoff::new(cfg.backoff_initial, cfg.backoff_max),
             cfg,
@@ -92,12 +186,27 @@ impl Pool {
             queue: VecDeque::new(),
             lost: false,
             done: Vec::new(),
-            stats: PoolStats::default(),
+            stats,
         }
     }
 
+    /// The event loop to wake when a lookup ends.
+    pub fn set_waker(&mut self, waker: Arc<mio::Waker>) {
+        self.waker = Some(waker);
+    }
+
+    /// The address the next connect goes to (0.0.0.0 while the name is
+    /// unresolved, in messages only).
     pub fn addr(&self) -> SocketAddr {
-        self.cfg.addr
+        match self.addrs.len() {
+            0 => SocketAddr::from(([0, 0, 0, 0], 0)),
+            n => self.addrs[self.next_addr % n],
+        }
+    }
+
+    /// The addresses known now.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
     }
 
     /// Whether `token` belongs to this pool.
@@ -128,7 +237,7 @@ impl Pool {
                 self.stats.calls_unavailable += 1;
                 let ms = t.saturating_duration_since(now).as_millis() as u64;
                 return Err(SubmitError::Unavailable(HttpError::Backoff(
-                    self.cfg.addr,
+                    self.addr(),
                     ms,
                 )));
             }
@@ -182,7 +291,6 @@ impl Pool {
                 conn.state = ConnState::Busy;
                 conn.call = Some(call);
                 conn.written = 0;
-                conn.inbuf.clear();
                 conn.parser.reset();
                 self.pump(i, false, now, registry);
                 continue;
@@ -198,6 +306,11 @@ impl Pool {
                 return;
             }
             if !self.backoff.ready(now) {
+                return;
+            }
+            if self.addrs.is_empty() || self.stale_addrs {
+                // Connects wait for the lookup (its end dispatches).
+                self.start_lookup(now);
                 return;
             }
             let slot = match self.conns.iter().position(Option::is_none) {
@@ -223,7 +336,8 @@ impl Pool {
 
     /// Starts a non-blocking connect in `slot`. False if it failed at once.
     fn open(&mut self, slot: usize, now: Instant, registry: &Registry) -> bool {
-        let r = TcpStream::connect(self.cfg.addr).and_then(|mut s| {
+        let addr = self.addr();
+        let r = TcpStream::connect(addr).and_then(|mut s| {
             registry.register(
                 &mut s,
                 Token(self.token_base + slot),
@@ -241,29 +355,122 @@ impl Pool {
                     },
                     call: None,
                     written: 0,
-                    inbuf: Vec::new(),
                     parser: ResponseParser::default(),
                     reused: false,
+                    more: false,
                 });
                 true
             }
             Err(e) => {
-                self.connect_failed(HttpError::Connect(self.cfg.addr, e.to_string()), now);
+                self.connect_failed(HttpError::Connect(addr, e.to_string()), now);
                 false
             }
         }
     }
 
-    /// A connect failed: back off; with no connection left, every queued
-    /// call fails now (the client hears UNAVAILABLE at once, not after
-    /// its timeout).
+    /// A connect failed. While addresses of this round are untried, the
+    /// next connect goes to the next one at once; when all have failed,
+    /// back off, look the name up again before the next connect, and with
+    /// no connection left fail every queued call now (the client hears
+    /// UNAVAILABLE at once, not after its timeout).
     fn connect_failed(&mut self, e: HttpError, now: Instant) {
         self.stats.connect_failures += 1;
         self.lost = true;
+        self.next_addr = self.next_addr.wrapping_add(1);
+        self.round_failures += 1;
+        if self.round_failures < self.addrs.len() {
+            return;
+        }
+        self.round_failures = 0;
+        self.stale_addrs = true;
         self.backoff.failed(now);
+        self.fail_queue(e);
+    }
+
+    fn fail_queue(&mut self, e: HttpError) {
         if self.alive() == 0 {
             for call in std::mem::take(&mut self.queue) {
                 self.complete(call.id, Err(e.clone()));
+            }
+        }
+    }
+
+    /// Starts looking the name up in a helper thread (DNS blocks), unless
+    /// a lookup is running.
+    fn start_lookup(&mut self, now: Instant) {
+        if self.resolving.is_some() {
+            return;
+        }
+        let (tx, rx) = mpsc::channel();
+        let resolver = self.cfg.resolver.clone();
+        let waker = self.waker.clone();
+        let spawned = std::thread::Builder::new()
+            .name("tensorwire-dns".into())
+            .spawn(move || {
+                let _ = tx.send(resolver.resolve());
+                if let Some(w) = waker {
+                    let _ = w.wake();
+                }
+            });
+        match spawned {
+            Ok(_) => {
+                self.resolving = Some(Resolving {
+                    rx,
+                    deadline: now + self.cfg.connect_timeout,
+                })
+            }
+            Err(e) => self.lookup_done(Err(format!("no lookup thread: {e}")), now),
+        }
+    }
+
+    /// Takes the answer of a running lookup, if it has come (or its time
+    /// is up), and goes on dispatching.
+    pub fn poll_lookup(&mut self, now: Instant, registry: &Registry) {
+        let Some(r) = &self.resolving else { return };
+        let answer = match r.rx.try_recv() {
+            Ok(a) => a,
+            Err(mpsc::TryRecvError::Empty) if r.deadline > now => return,
+            Err(mpsc::TryRecvError::Empty) => Err(format!(
+                "no answer within {} ms",
+                self.cfg.connect_timeout.as_millis()
+            )),
+            Err(mpsc::TryRecvError::Disconnected) => Err("lookup thread ended".into()),
+        };
+        self.resolving = None;
+        self.lookup_done(answer, now);
+        self.dispatch(now, registry);
+    }
+
+    fn lookup_done(&mut self, answer: Result<Vec<SocketAddr>, String>, now: Instant) {
+        match answer {
+            Ok(addrs) if !addrs.is_empty() => {
+                if addrs != self.addrs {
+                    tracing::info!(server = %self.cfg.resolver.name, ?addrs, "model server addresses");
+                }
+                self.stats.lookups += 1;
+                self.stats.addresses = addrs.len() as u64;
+                self.addrs = addrs;
+                self.next_addr = 0;
+                self.round_failures = 0;
+                self.stale_addrs = false;
+            }
+            Ok(_) | Err(_) => {
+                let msg = match answer {
+                    Err(m) => m,
+                    Ok(_) => "no address".into(),
+                };
+                tracing::warn!(server = %self.cfg.resolver.name, "cannot resolve: {msg}");
+                self.stats.lookup_failures += 1;
+                if self.addrs.is_empty() {
+                    // Nothing to connect to: back off, fail what waits.
+                    self.backoff.failed(now);
+                    let e = HttpError::Resolve(self.cfg.resolver.name.clone(), msg);
+                    self.fail_queue(e);
+                } else {
+                    // Keep the last known addresses (they may still
+                    // work); the next failed round looks up again.
+                    self.stale_addrs = false;
+                }
             }
         }
     }
@@ -272,7 +479,19 @@ impl Pool {
         let mut c = self.conns[slot].take()?;
         let _ = registry.deregister(&mut c.stream);
         self.stats.connections_open -= 1;
+        self.count_buffered();
         Some(c)
+    }
+
+    /// Bytes the parsers of this pool hold now (the `response_bytes_buffered`
+    /// gauge).
+    fn count_buffered(&mut self) {
+        self.stats.response_bytes_buffered = self
+            .conns
+            .iter()
+            .flatten()
+            .map(|c| c.parser.buffered() as u64)
+            .sum();
     }
 
     /// A readiness event for connection `token`.
@@ -286,7 +505,7 @@ impl Pool {
                 Ok(None) => {}
                 Ok(Some(e)) | Err(e) => {
                     self.close(slot, registry);
-                    self.connect_failed(HttpError::Connect(self.cfg.addr, e.to_string()), now);
+                    self.connect_failed(HttpError::Connect(self.addr(), e.to_string()), now);
                     self.dispatch(now, registry);
                     return;
                 }
@@ -301,11 +520,12 @@ impl Pool {
                         self.lost = false;
                     }
                     self.backoff.succeeded();
+                    self.round_failures = 0;
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
                 Err(e) => {
                     self.close(slot, registry);
-                    self.connect_failed(HttpError::Connect(self.cfg.addr, e.to_string()), now);
+                    self.connect_failed(HttpError::Connect(self.addr(), e.to_string()), now);
                     self.dispatch(now, registry);
                     return;
                 }
@@ -317,7 +537,7 @@ impl Pool {
 
     /// Writes what is left of the request and reads what has arrived.
     fn pump(&mut self, slot: usize, readable: bool, now: Instant, registry: &Registry) {
-        let addr = self.cfg.addr;
+        let addr = self.addr();
         let conn = self.conns[slot].as_mut().expect("pumped a live slot");
         let mut failure: Option<String> = None;
         let mut eof = false;
@@ -338,23 +558,42 @@ impl Pool {
                 }
             }
         }
+        // The answer, fed to the parser read by read (each byte is parsed
+        // once; the parser bounds what it holds).
+        let mut parsed: Result<Option<HttpResponse>, String> = Ok(None);
+        let mut unsolicited = false;
         if failure.is_none() && (readable || conn.call.is_some()) {
             let mut chunk = [0u8; 65536];
+            let mut budget = READ_BUDGET;
+            conn.more = false;
             loop {
                 match conn.stream.read(&mut chunk) {
                     Ok(0) => {
                         eof = true;
+                        if conn.call.is_some() {
+                            parsed = conn.parser.feed(&[], true);
+                        }
                         break;
                     }
                     Ok(n) => {
                         if conn.call.is_none() {
                             // Bytes nobody asked for: the connection is unusable.
                             failure = Some("unsolicited bytes on an idle connection".into());
+                            unsolicited = true;
                             break;
                         }
-                        conn.inbuf.extend_from_slice(&chunk[..n]);
-                        if conn.inbuf.len() > MAX_RESPONSE_BODY + MAX_HEAD {
-                            failure = Some("response too large".into());
+                        parsed = conn.parser.feed(&chunk[..n], false);
+                        let held = conn.parser.buffered() as u64;
+                        self.stats.response_bytes_peak = self.stats.response_bytes_peak.max(held);
+                        if !matches!(parsed, Ok(None)) {
+                            // Answered or refused: anything more in the
+                            // socket is for nobody.
+                            break;
+                        }
+                        budget = budget.saturating_sub(n);
+                        if budget == 0 {
+                            conn.more = true;
+                            self.more_since.get_or_insert(now);
                             break;
                         }
                     }
@@ -368,31 +607,48 @@ impl Pool {
             }
         }
         if conn.call.is_none() {
-            // Idle: a close or junk just retires the connection.
+            // Idle: a close or junk just retires the connection. A server
+            // that talks before it is asked is out of step: counted, and
+            // reconnecting backs off (no reconnect storm against it).
             if eof || failure.is_some() {
                 self.close(slot, registry);
+            }
+            if unsolicited {
+                self.stats.unsolicited_bytes += 1;
+                self.lost = true;
+                self.backoff.failed(now);
             }
             return;
         }
         if let Some(msg) = failure {
             return self.lose(slot, HttpError::Io(addr, msg), now, registry);
         }
-        let parsed = conn.parser.parse(&conn.inbuf, eof);
         match parsed {
-            Ok(None) => {}
+            Ok(None) => self.count_buffered(),
             Ok(Some(resp)) => {
                 let call = conn.call.take().expect("busy");
                 conn.reused = true;
                 conn.state = ConnState::Idle;
-                conn.inbuf.clear();
+                // An answer that came before the whole request was written
+                // leaves the connection out of step. An early error (413,
+                // 400) is the server refusing the request; a success
+                // cannot be an answer to it.
+                let early = conn.written < call.request.len();
                 conn.parser.reset();
-                if !resp.keep_alive || eof {
+                if early && (200..300).contains(&resp.status) {
+                    conn.call = Some(call);
+                    let msg = "a success answer before the request was written".to_string();
+                    return self.lose(slot, HttpError::Malformed(addr, msg), now, registry);
+                }
+                if !resp.keep_alive || eof || early {
                     self.close(slot, registry);
+                } else {
+                    self.count_buffered();
                 }
                 self.complete(call.id, Ok(resp));
             }
             Err(msg) => {
-                let nothing_read = conn.inbuf.is_empty();
+                let nothing_read = conn.parser.received() == 0;
                 let err = if nothing_read {
                     HttpError::Io(addr, msg)
                 } else {
@@ -414,7 +670,7 @@ impl Pool {
         let Some(mut call) = conn.call.take() else {
             return;
         };
-        if conn.reused && conn.inbuf.is_empty() && !call.retried && err.is_unavailable() {
+        if conn.reused && conn.parser.received() == 0 && !call.retried && err.is_unavailable() {
             call.retried = true;
             self.stats.stale_retries += 1;
             self.queue.push_front(call);
@@ -426,7 +682,15 @@ impl Pool {
 
     /// Fails calls and connects whose deadlines have passed.
     pub fn on_timer(&mut self, now: Instant, registry: &Registry) {
-        let addr = self.cfg.addr;
+        self.poll_lookup(now, registry);
+        if self.more_since.take().is_some() {
+            for slot in 0..self.conns.len() {
+                if self.conns[slot].as_ref().is_some_and(|c| c.more) {
+                    self.pump(slot, true, now, registry);
+                }
+            }
+        }
+        let addr = self.addr();
         for slot in 0..self.conns.len() {
             let Some(c) = &self.conns[slot] else { continue };
             match c.state {
@@ -467,6 +731,12 @@ impl Pool {
                 _ => {}
             }
         }
+        if let Some(r) = &self.resolving {
+            at(r.deadline);
+        }
+        if let Some(t) = self.more_since {
+            at(t);
+        }
         if let Some(c) = self.queue.front() {
             at(c.deadline);
             if let Some(t) = self.backoff.waiting_until(Instant::now()) {
@@ -478,7 +748,7 @@ impl Pool {
 
     /// Closes every connection and fails every call (shutdown).
     pub fn shutdown(&mut self, registry: &Registry) {
-        let addr = self.cfg.addr;
+        let addr = self.addr();
         for slot in 0..self.conns.len() {
             if let Some(mut c) = self.close(slot, registry) {
                 if let Some(call) = c.call.take() {
@@ -526,7 +796,8 @@ mod tests {
     fn pool(addr: SocketAddr, connections: usize, max_pending: usize) -> Pool {
         Pool::new(
             PoolConfig {
-                addr,
+                resolver: Resolver::fixed(vec![addr]),
+                addrs: vec![addr],
                 connections,
                 max_pending,
                 connect_timeout: Duration::from_secs(2),
@@ -579,6 +850,171 @@ mod tests {
         assert_eq!(p.stats.stale_retries, 1, "{:?}", p.stats);
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
         assert_eq!((p.stats.calls_ok, p.stats.calls_in_flight), (2, 0));
+    }
+
+    /// A server answering every request on its connection until stopped;
+    /// then its port refuses connections.
+    fn stoppable_server() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let addr = l.local_addr().unwrap();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                let Ok((mut c, _)) = l.accept() else {
+                    std::thread::sleep(Duration::from_millis(2));
+                    continue;
+                };
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    c.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+                    let mut buf = [0u8; 4096];
+                    let mut got = Vec::new();
+                    while !s.load(Ordering::SeqCst) {
+                        match c.read(&mut buf) {
+                            Ok(0) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                            Err(_) => continue,
+                        }
+                        if got.windows(4).any(|w| w == b"\r\n\r\n") {
+                            got.clear();
+                            let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                        }
+                    }
+                });
+            }
+        });
+        (addr, stop)
+    }
+
+    fn pool_with(resolver: Resolver, addrs: Vec<SocketAddr>) -> Pool {
+        Pool::new(
+            PoolConfig {
+                resolver,
+                addrs,
+                connections: 1,
+                max_pending: 4,
+                connect_timeout: Duration::from_secs(2),
+                request_timeout: Duration::from_secs(5),
+                backoff_initial: Duration::from_millis(10),
+                backoff_max: Duration::from_millis(10),
+            },
+            0,
+        )
+    }
+
+    #[test]
+    fn every_address_is_tried() {
+        let (live, _stop) = stoppable_server();
+        let dead: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let mut poll = mio::Poll::new().unwrap();
+        let addrs = vec![dead, live];
+        let mut p = pool_with(Resolver::fixed(addrs.clone()), addrs);
+        let req = crate::upstream::codec::encode_request("GET", "x", "/", &[], "", &[]);
+        p.submit(1, req, Instant::now(), poll.registry()).unwrap();
+        let d = run_until(&mut p, &mut poll, 1);
+        assert_eq!(d[0].1.as_ref().unwrap().body, b"ok");
+        assert_eq!(
+            (p.stats.connect_failures, p.stats.calls_ok),
+            (1, 1),
+            "{:?}",
+            p.stats
+        );
+        // One address failing is not a failed round: no lookup, no backoff.
+        assert_eq!(p.stats.lookups, 0);
+    }
+
+    #[test]
+    fn a_server_that_moves_is_found_again() {
+        use std::sync::{Arc, Mutex};
+        let (a, stop_a) = stoppable_server();
+        let (b, _stop_b) = stoppable_server();
+        let dns = Arc::new(Mutex::new(vec![a]));
+        let d2 = dns.clone();
+        let resolver = Resolver::new("model.svc:8000", move || Ok(d2.lock().unwrap().clone()));
+        let mut poll = mio::Poll::new().unwrap();
+        let mut p = pool_with(resolver, vec![a]);
+        let req = crate::upstream::codec::encode_request("GET", "x", "/", &[], "", &[]);
+        p.submit(1, req.clone(), Instant::now(), poll.registry())
+            .unwrap();
+        assert!(run_until(&mut p, &mut poll, 1)[0].1.is_ok());
+        // The server moves: A stops, the name now says B.
+        stop_a.store(true, std::sync::atomic::Ordering::SeqCst);
+        *dns.lock().unwrap() = vec![b];
+        std::thread::sleep(Duration::from_millis(100));
+        // Calls fail while A is found gone, then go to B once the
+        // backoff fires and the name is looked up again.
+        let mut ok = false;
+        for id in 2..40 {
+            if p.submit(id, req.clone(), Instant::now(), poll.registry())
+                .is_err()
+            {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+            if run_until(&mut p, &mut poll, 1)[0].1.is_ok() {
+                ok = true;
+                break;
+            }
+        }
+        assert!(ok, "{:?}", p.stats);
+        assert_eq!(p.addrs(), &[b]);
+        assert!(p.stats.lookups >= 1, "{:?}", p.stats);
+        assert!(p.stats.reconnects >= 1, "{:?}", p.stats);
+    }
+
+    #[test]
+    fn an_unresolved_name_fails_calls_and_is_looked_up_again() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let (live, _stop) = stoppable_server();
+        let tries = Arc::new(AtomicUsize::new(0));
+        let t2 = tries.clone();
+        let resolver = Resolver::new("model.svc:8000", move || {
+            // Resolves from the third lookup on.
+            if t2.fetch_add(1, Ordering::SeqCst) < 2 {
+                Err("Name or service not known".into())
+            } else {
+                Ok(vec![live])
+            }
+        });
+        let mut poll = mio::Poll::new().unwrap();
+        let mut p = pool_with(resolver, vec![]);
+        assert_eq!(p.stats.addresses, 0);
+        let req = crate::upstream::codec::encode_request("GET", "x", "/", &[], "", &[]);
+        let mut results = Vec::new();
+        for id in 0..40 {
+            if p.submit(id, req.clone(), Instant::now(), poll.registry())
+                .is_err()
+            {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
+            let r = run_until(&mut p, &mut poll, 1).remove(0).1;
+            let ok = r.is_ok();
+            results.push(r);
+            if ok {
+                break;
+            }
+        }
+        let first = results[0].as_ref().unwrap_err();
+        assert!(
+            matches!(first, CallError::Failed(HttpError::Resolve(..))),
+            "{first:?}"
+        );
+        assert!(results.last().unwrap().is_ok(), "{results:?}");
+        assert_eq!(
+            (p.stats.lookup_failures, p.stats.lookups),
+            (2, 1),
+            "{:?}",
+            p.stats
+        );
+        assert_eq!(p.stats.addresses, 1);
     }
 
     #[test]

@@ -47,6 +47,11 @@ pub struct UpstreamConfig {
     pub kind: UpstreamKind,
     /// `http://host:port[/base/path]` (plain HTTP only).
     pub url: String,
+    /// The host must resolve when the proxy starts (else a config error,
+    /// exit 78). Off: an unresolved name is looked up again with backoff
+    /// and shown in DESCRIBE (`ready_at_start`, `not_ready_because`).
+    #[serde(default)]
+    pub require_at_start: bool,
     pub model: String,
     /// kserve: model version ("" = the server's default).
     #[serde(default)]
@@ -259,6 +264,21 @@ pub struct PoolStats {
     pub reconnects: u64,
     /// Calls resent once because a kept-alive connection was found closed.
     pub stale_retries: u64,
+    /// Idle connections closed because the server sent bytes nobody asked
+    /// for (out of step: reconnecting backs off).
+    pub unsolicited_bytes: u64,
+    /// Bytes the connections' answer parsers hold now (heads and bodies
+    /// still arriving).
+    pub response_bytes_buffered: u64,
+    /// The most one answer has held at once (bounded by the codec's
+    /// MAX_HEAD and MAX_RESPONSE_BODY).
+    pub response_bytes_peak: u64,
+    /// Addresses the server's name has now (0: not resolved yet).
+    pub addresses: u64,
+    /// Lookups of the name after start (reconnects after failures) that
+    /// answered, and that failed.
+    pub lookups: u64,
+    pub lookup_failures: u64,
 }
 
 /// Counters of one upstream: the core's (breaker, answers) and its

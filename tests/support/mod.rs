@@ -246,7 +246,31 @@ pub enum Fault {
     AnswerThenClose,
     /// A good JSON answer with a chunked body, kept alive.
     Chunked,
+    /// Issue 12's answer: a chunk of 1 byte, then the chunk size
+    /// `ffffffffffffffff` (overflows `len + size` in a naive decoder).
+    OverflowingChunk,
+    /// A status line, then 1 MB of header lines.
+    HugeHead,
+    /// `Content-Length: 9223372036854775808` (2^63).
+    HugeContentLength,
+    /// A 200 without a length whose body never ends (until close).
+    EndlessBody,
+    /// A chunked 200 whose chunks never end.
+    EndlessChunks,
+    /// A good answer, one byte every 100 ms.
+    Trickle,
+    /// A good answer to each request, then, 20 ms later, a 200 with body
+    /// `early` on the kept-alive connection: an answer to a request not
+    /// yet written.
+    EarlyAnswer,
+    /// Good answers in turn: HTTP/1.0 with a length then close; HTTP/1.0
+    /// until close; HTTP/1.1 `Connection: close` on a connection the
+    /// server leaves open; HTTP/1.0 `Connection: keep-alive`.
+    Http10Mix,
 }
+
+/// The JSON answer the fake server gives when it answers well.
+pub const FAKE_ANSWER: &[u8] = br#"{"model_name":"m","outputs":[]}"#;
 
 /// A fake HTTP server on loopback, one thread per connection.
 pub struct FakeServer {
@@ -342,45 +366,157 @@ fn read_request(c: &mut TcpStream) -> bool {
 }
 
 fn serve(mut c: TcpStream, fault: Fault, stop: &AtomicBool, requests: &AtomicUsize) {
+    let _ = c.set_write_timeout(Some(Duration::from_secs(5)));
     while read_request(&mut c) {
-        requests.fetch_add(1, Ordering::Relaxed);
-        match fault {
-            Fault::Status500 => {
-                let body = br#"{"error":"model exploded: CUDA out of memory"}"#;
+        let n = requests.fetch_add(1, Ordering::Relaxed);
+        if serve_one(&mut c, fault, stop, n) {
+            return;
+        }
+    }
+}
+
+/// Answers one request; true: stop serving this connection.
+fn serve_one(c: &mut TcpStream, fault: Fault, stop: &AtomicBool, n: usize) -> bool {
+    let good = |c: &mut TcpStream, status_line: &str, extra: &str| {
+        let _ = write!(
+            c,
+            "{status_line}\r\ncontent-type: application/json\r\n{extra}content-length: {}\r\n\r\n",
+            FAKE_ANSWER.len()
+        );
+        let _ = c.write_all(FAKE_ANSWER);
+    };
+    // Writes until the peer goes away or the test ends.
+    let endless = |c: &mut TcpStream, piece: &[u8]| {
+        while !stop.load(Ordering::Relaxed) && c.write_all(piece).is_ok() {}
+    };
+    match fault {
+        Fault::OverflowingChunk => {
+            let _ = c.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n\
+                  1\r\n{\r\nffffffffffffffff\r\n\"model_name\":\"m\"}",
+            );
+            false
+        }
+        Fault::HugeHead => {
+            let _ = c.write_all(b"HTTP/1.1 200 OK\r\n");
+            let line = format!("x-filler: {}\r\n", "a".repeat(1000));
+            for _ in 0..1000 {
+                if c.write_all(line.as_bytes()).is_err() {
+                    return true;
+                }
+            }
+            let _ = c.write_all(b"content-length: 2\r\n\r\n{}");
+            false
+        }
+        Fault::HugeContentLength => {
+            let _ = c.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 9223372036854775808\r\n\r\n{}",
+            );
+            false
+        }
+        Fault::EndlessBody => {
+            let _ = c.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n");
+            endless(c, &[b' '; 65536]);
+            true
+        }
+        Fault::EndlessChunks => {
+            let _ = c.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n",
+            );
+            let mut piece = b"ffff\r\n".to_vec();
+            piece.resize(6 + 0xffff, b' ');
+            piece.extend_from_slice(b"\r\n");
+            endless(c, &piece);
+            true
+        }
+        Fault::Trickle => {
+            let mut a = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                FAKE_ANSWER.len()
+            )
+            .into_bytes();
+            a.extend_from_slice(FAKE_ANSWER);
+            for b in a {
+                if stop.load(Ordering::Relaxed) || c.write_all(&[b]).is_err() {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            false
+        }
+        Fault::EarlyAnswer => {
+            good(c, "HTTP/1.1 200 OK", "");
+            std::thread::sleep(Duration::from_millis(20));
+            let _ = c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nearly");
+            false
+        }
+        Fault::Http10Mix => match n % 4 {
+            0 => {
+                good(c, "HTTP/1.0 200 OK", "");
+                true
+            }
+            1 => {
                 let _ = write!(
+                    c,
+                    "HTTP/1.0 200 OK\r\ncontent-type: application/json\r\n\r\n"
+                );
+                let _ = c.write_all(FAKE_ANSWER);
+                true
+            }
+            2 => {
+                // Says close, keeps the connection: the proxy must close it.
+                good(c, "HTTP/1.1 200 OK", "connection: close\r\n");
+                false
+            }
+            _ => {
+                good(c, "HTTP/1.0 200 OK", "connection: keep-alive\r\n");
+                false
+            }
+        },
+        other => serve_classic(c, other, stop),
+    }
+}
+
+/// The first faults (one answer each); true: stop serving.
+fn serve_classic(c: &mut TcpStream, fault: Fault, stop: &AtomicBool) -> bool {
+    match fault {
+        Fault::Status500 => {
+            let body = br#"{"error":"model exploded: CUDA out of memory"}"#;
+            let _ = write!(
                     c,
                     "HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
                     body.len()
                 );
-                let _ = c.write_all(body);
-            }
-            Fault::Garbage => {
-                let _ = c.write_all(b"SPDY/9 what is this\r\n\x00\x01\r\n\r\n");
-                return;
-            }
-            Fault::Close => return,
-            Fault::AnswerThenClose => {
-                let body = br#"{"model_name":"m","outputs":[]}"#;
-                let _ = write!(
-                    c,
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-                    body.len()
-                );
-                let _ = c.write_all(body);
-                return;
-            }
-            Fault::Chunked => {
-                let _ = c.write_all(
+            let _ = c.write_all(body);
+        }
+        Fault::Garbage => {
+            let _ = c.write_all(b"SPDY/9 what is this\r\n\x00\x01\r\n\r\n");
+            return true;
+        }
+        Fault::Close => return true,
+        Fault::AnswerThenClose => {
+            let body = br#"{"model_name":"m","outputs":[]}"#;
+            let _ = write!(
+                c,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            );
+            let _ = c.write_all(body);
+            return true;
+        }
+        Fault::Chunked => {
+            let _ = c.write_all(
                     b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n\
                       b\r\n{\"model_nam\r\n14\r\ne\":\"m\",\"outputs\":[]}\r\n0\r\n\r\n",
                 );
-            }
-            Fault::Stall => {
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                return;
-            }
         }
+        Fault::Stall => {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            return true;
+        }
+        _ => unreachable!("served in serve_one"),
     }
+    false
 }
