@@ -291,7 +291,9 @@ pub fn config(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
         if let Ok(cfg) = Config::from_toml(text) {
             // What validation accepted builds each layer's settings.
-            let _ = cfg.proxy_settings();
+            if let Ok(security) = cfg.security_settings() {
+                let _ = cfg.proxy_settings(security);
+            }
             let _ = cfg.udp_settings();
         }
     }

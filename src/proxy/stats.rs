@@ -28,7 +28,7 @@ pub struct Stats {
     pub response_datagrams: u64,
     pub errors_sent: u64,
     /// ERRORs by code (index = code - 1).
-    pub errors_by_code: [u64; 11],
+    pub errors_by_code: [u64; ErrorCode::ALL.len()],
     /// Answered keys forgotten early because the table was full.
     pub answered_keys_evicted: u64,
     /// Requests in flight and their bytes, sampled.
@@ -89,7 +89,7 @@ pub struct PipelineStats {
     /// Requests answered with a RESPONSE.
     pub responses: u64,
     /// Requests answered with an ERROR, by code (index = code - 1).
-    pub errors_by_code: [u64; 10],
+    pub errors_by_code: [u64; ErrorCode::ALL.len()],
 }
 
 /// Latency histograms of one pipeline, in microseconds. Recorded by the
