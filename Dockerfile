@@ -15,16 +15,19 @@
 #       -p 7878:7878/udp tensorwire:0.1.0
 #   AF_XDP ingress on a host interface:
 #     docker run --rm --network host --user 0 \
-#       --cap-drop ALL --cap-add NET_ADMIN --cap-add BPF --cap-add NET_RAW \
-#       --cap-add IPC_LOCK --ulimit memlock=-1 --security-opt no-new-privileges \
+#       --cap-drop ALL --cap-add NET_ADMIN --cap-add BPF --cap-add PERFMON \
+#       --cap-add NET_RAW --cap-add IPC_LOCK --ulimit memlock=-1 \
+#       --security-opt no-new-privileges \
 #       -e TENSORWIRE__INGRESS__MODE=xdp -e TENSORWIRE__INGRESS__INTERFACE=eth1 \
 #       tensorwire:0.1.0
 #   NET_ADMIN attaches the XDP program, BPF loads it (kernel >= 5.8; older
-#   kernels need SYS_ADMIN instead), NET_RAW creates the AF_XDP sockets,
-#   IPC_LOCK and memlock=-1 let it lock the UMEM. `--user 0`: Docker makes
-#   --cap-add effective only for uid 0 (a non-root user gets them in the
-#   bounding set only); uid 0 here holds just those four, and tensorwire
-#   drops them all and sets no_new_privs once attached and bound.
+#   kernels need SYS_ADMIN instead), PERFMON lets the verifier accept its
+#   packet pointer arithmetic, NET_RAW creates the AF_XDP sockets, IPC_LOCK
+#   and memlock=-1 let it lock the UMEM: each one is needed
+#   (deploy/verify-capabilities.sh). `--user 0`: Docker makes --cap-add
+#   effective only for uid 0 (a non-root user gets them in the bounding set
+#   only); uid 0 here holds just those five, and tensorwire drops them all
+#   and sets no_new_privs once attached and bound.
 
 # Pinned by tag; pin the digests (@sha256:...) in your release pipeline.
 FROM rust:1.88.0-bookworm AS build

@@ -10,8 +10,9 @@ of the tensorwire binary (README "Configuration", deploy/README.md):
     port = probes = Prometheus annotation, the upstream URL points at a
     port of another container in the pod, drain timeout < grace period;
   * least privilege: read-only root, no privilege escalation, ALL dropped,
-    no capability for the socket ingress, exactly NET_ADMIN, BPF, NET_RAW,
-    IPC_LOCK for AF_XDP;
+    no capability for the socket ingress, exactly NET_ADMIN, BPF, PERFMON,
+    NET_RAW, IPC_LOCK for AF_XDP (deploy/verify-capabilities.sh shows the
+    binary needs each of them);
   * no two containers of a pod claim the same port;
   * the systemd unit and the Dockerfile carry the same capability recipe.
 
@@ -33,7 +34,7 @@ except ModuleNotFoundError:  # Python < 3.11: the `tomli` backport
     import tomli as tomllib
 import yaml
 
-XDP_CAPS = {"NET_ADMIN", "BPF", "NET_RAW", "IPC_LOCK"}
+XDP_CAPS = {"NET_ADMIN", "BPF", "PERFMON", "NET_RAW", "IPC_LOCK"}
 CONFIG_KEY = "tensorwire.toml"
 
 

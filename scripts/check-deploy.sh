@@ -14,10 +14,13 @@
 #      ExecStart binary replaced by a stub: verify wants it to exist; the
 #      tensorwire user need not exist for verify) -- any warning fails;
 #   7. hadolint on the Dockerfile;
-#   8. self-test: a broken manifest and a broken render must fail 3 and 4.
+#   8. self-test: a broken manifest and a broken render must fail 3 and 4;
+#   9. as root with a built binary: deploy/verify-capabilities.sh runs the
+#      proxy as non-root with exactly the unit's capabilities (AF_XDP must
+#      serve), without each one (must fail), and socket-only with none.
 # Usage: scripts/check-deploy.sh    (root or sudo needed only to apt-get
 # install systemd/python3-venv when missing). TENSORWIRE_BIN overrides the
-# binary used for step 5.
+# binary used for steps 5 and 9.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -95,6 +98,7 @@ if [ -z "$BIN" ]; then
     if [ -x "$b" ] && { [ -z "$BIN" ] || [ "$b" -nt "$BIN" ]; }; then BIN=$b; fi
   done
 fi
+BIN_FOUND=$BIN
 if [ -n "$BIN" ] && "$BIN" config check --help >/dev/null 2>&1; then
   for c in "$WORK"/configs/*.toml; do
     "$BIN" config check "$c" >"$WORK/err" 2>&1 \
@@ -147,5 +151,14 @@ fi
 grep -q "SYS_ADMIN" "$WORK/err" && grep -q readOnlyRootFilesystem "$WORK/err" \
   || fail "self-test: the cross-checks failed for another reason: $(cat "$WORK/err")"
 step "self-test: a misspelt field and an over-privileged render are rejected"
+
+# --- 9. the capability recipe against the binary -----------------------------
+if [ "$(id -u)" -ne 0 ]; then
+  step "capabilities: NOT checked (needs root for network namespaces)"
+elif [ -z "${BIN_FOUND:-}" ]; then
+  step "capabilities: NOT checked (no built binary: cargo build first)"
+else
+  bash deploy/verify-capabilities.sh "$BIN_FOUND" || fail "capability check (above)"
+fi
 
 step "all checks passed"
