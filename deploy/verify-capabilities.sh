@@ -27,6 +27,7 @@ NS_P=twcap$$p NS_C=twcap$$c
 WORK=$(mktemp -d)
 PID=
 cleanup() {
+  ip netns pids "$NS_P" 2>/dev/null | xargs -r kill 2>/dev/null || true
   [ -z "$PID" ] || kill "$PID" 2>/dev/null || true
   ip netns del "$NS_P" 2>/dev/null || true
   ip netns del "$NS_C" 2>/dev/null || true
@@ -56,11 +57,18 @@ start() {
     exec ip netns exec "$NS_P" env TENSORWIRE__INGRESS__MODE="$mode" \
       TENSORWIRE__INGRESS__INTERFACE=vp$$ TENSORWIRE__INGRESS__LISTEN=0.0.0.0:7878 \
       TENSORWIRE__ADMIN__LISTEN=10.213.0.1:9878 TENSORWIRE__STATS__LOG_INTERVAL_MS=0 \
+      ${TRACE:+strace -f -qq -o "$WORK/trace.$mode"} \
       setpriv "${who[@]}" --no-new-privs --bounding-set "$set" \
         -- "$BIN" run ) >"$WORK/log" 2>&1 &
   PID=$!
 }
-stop() { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; PID=; }
+# Every process in NS_P is one of ours (the namespace is private to this
+# run): the proxy, and strace/setpriv wrappers when tracing.
+stop() {
+  ip netns pids "$NS_P" 2>/dev/null | xargs -r kill 2>/dev/null || true
+  [ -z "$PID" ] || wait "$PID" 2>/dev/null || true
+  PID=
+}
 
 # serves: a text comes back within 20 s while the proxy runs.
 serves() {
@@ -86,6 +94,10 @@ fails() {
 
 errors=0
 all=$(IFS=,; echo "${CAPS[*]}")
+# With strace, the serving runs also record every system call and socket
+# family, checked below against the unit's SystemCallFilter= and
+# RestrictAddressFamilies=.
+TRACE=$(command -v strace >/dev/null && echo 1 || true)
 start xdp "$all"
 if serves; then
   echo "verify-capabilities: AF_XDP as uid 10001 with exactly {$all}: serves ($(grep -o 'copy mode\|zero-copy mode\|zerocopy' "$WORK/log" | head -1))"
@@ -105,6 +117,7 @@ for c in "${CAPS[@]}"; do
   fi
   stop
 done
+TRACE=
 start xdp "$all" root
 if serves; then
   echo "verify-capabilities: AF_XDP as uid 0 with only {$all} in its bounding set (the container recipe): serves"
@@ -113,6 +126,7 @@ else
   tail -5 "$WORK/log" >&2; errors=$((errors + 1))
 fi
 stop
+TRACE=$(command -v strace >/dev/null && echo 1 || true)
 start socket ""
 if serves; then
   echo "verify-capabilities: socket ingress as uid 10001 with no capability: serves"
@@ -121,4 +135,46 @@ else
   tail -5 "$WORK/log" >&2; errors=$((errors + 1))
 fi
 stop
+
+# The unit's sandbox against what the binary did (tracing the setpriv and
+# ip wrappers too, whose calls are a subset of the same groups).
+if ls "$WORK"/trace.* >/dev/null 2>&1; then
+  if python3 - "$UNIT" "$WORK"/trace.* <<'PY'
+import re, subprocess, sys
+unit = open(sys.argv[1]).read()
+def key(k):
+    return " ".join(re.findall(rf"^{k}=(.*)$", unit, re.M)).split()
+def expand(name):
+    out = subprocess.run(["systemd-analyze", "syscall-filter", name], capture_output=True, text=True).stdout
+    res = set()
+    for line in out.splitlines()[1:]:
+        line = line.strip()
+        if line and not line.startswith("#"):
+            res |= expand(line) if line.startswith("@") else {line}
+    return res
+allowed = set()
+for item in key("SystemCallFilter"):
+    allowed |= expand(item) if item.startswith("@") else {item}
+families = set(key("RestrictAddressFamilies"))
+used, fams = set(), set()
+for path in sys.argv[2:]:
+    for line in open(path, errors="replace"):
+        m = re.match(r"\d+\s+([a-z_0-9]+)\(", line)
+        if m:
+            used.add(m.group(1))
+        m = re.search(r"\bsocket\((AF_[A-Z0-9]+)", line)
+        if m:
+            fams.add(m.group(1))
+# execve of the wrappers happens before the unit's filter would apply.
+bad = sorted(used - allowed - {"execve"})
+badf = sorted(fams - families)
+print(f"verify-capabilities: {len(used)} system calls, families {sorted(fams)}:",
+      "within the unit's SystemCallFilter/RestrictAddressFamilies" if not bad and not badf
+      else f"FAIL outside the unit's filter: calls {bad}, families {badf}")
+sys.exit(1 if bad or badf else 0)
+PY
+  then :; else errors=$((errors + 1)); fi
+else
+  echo "verify-capabilities: system calls NOT checked against the unit (no strace)"
+fi
 exit $((errors > 0))

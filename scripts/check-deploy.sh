@@ -17,7 +17,9 @@
 #   8. self-test: a broken manifest and a broken render must fail 3 and 4;
 #   9. as root with a built binary: deploy/verify-capabilities.sh runs the
 #      proxy as non-root with exactly the unit's capabilities (AF_XDP must
-#      serve), without each one (must fail), and socket-only with none.
+#      serve), without each one (must fail), as uid 0 with only those (the
+#      container recipe), socket-only with none; and checks the system calls
+#      and socket families it used (strace) against the unit's filters.
 # Usage: scripts/check-deploy.sh    (root or sudo needed only to apt-get
 # install systemd/python3-venv when missing). TENSORWIRE_BIN overrides the
 # binary used for steps 5 and 9.
@@ -50,6 +52,8 @@ apt_install() {
 command -v python3 >/dev/null 2>&1 || apt_install python3 python3-venv
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || apt_install python3-venv
 command -v systemd-analyze >/dev/null 2>&1 || apt_install systemd
+# Step 9 (root only) traces the binary's system calls with strace.
+if [ "$(id -u)" -eq 0 ] && ! command -v strace >/dev/null 2>&1; then apt_install strace; fi
 # Re-installs only when the requirements change (stamp newer than the file).
 if [ ! -f "$VENV/.installed" ] || [ "$REQ" -nt "$VENV/.installed" ]; then
   step "installing $REQ into $VENV (pip)"
