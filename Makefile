@@ -4,7 +4,7 @@
 CARGO ?= cargo
 BIN := target/release/tensorwire
 
-.PHONY: all deps build demo test testenv bench fmt lint docker-lint check-deploy clean
+.PHONY: all deps build demo test testenv testenv-triton pytest wheel bench fmt lint docker-lint check-deploy clean
 
 all: build
 
@@ -19,19 +19,40 @@ demo: build
 
 # The upstream tests run a real KServe v2 server (PyPI's kserve) and an
 # OpenAI schema server from a virtualenv at .venv (TENSORWIRE_TEST_PYTHON
-# overrides the interpreter). Re-installs only when the requirements change.
+# overrides the interpreter); the same venv holds the Python client
+# (python/, installed editable) and its test references (Pillow, OpenCV,
+# tokenizers). Re-installs only when the requirements change.
 PYTHON ?= python3
 VENV := .venv
+PIP := $(VENV)/bin/pip install -q --disable-pip-version-check
 testenv: $(VENV)/.installed
 
-$(VENV)/.installed: testdata/kserve/requirements.txt
+$(VENV)/.installed: testdata/kserve/requirements.txt python/requirements-test.txt python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --disable-pip-version-check -r testdata/kserve/requirements.txt
+	$(PIP) -r testdata/kserve/requirements.txt -r python/requirements-test.txt
+	$(PIP) -e ./python
 	touch $@
 
-test: deps testenv
+# The real Triton Inference Server (PyPI's nvidia-pytriton) for
+# tests/upstream_triton.rs and the benchmark's Python baselines, in
+# .venv-triton made from Debian's python3.11 (scripts/triton-env.sh says
+# why). 1-2 min and 470 MB the first time; then a no-op until
+# testdata/triton/requirements.txt changes.
+testenv-triton:
+	@bash scripts/triton-env.sh
+
+test: deps testenv testenv-triton
 	$(CARGO) test --all-targets
+	$(MAKE) pytest wheel
 	@bash scripts/check-deploy.sh
+
+# The Python client's tests, against the release binary (python/tests).
+pytest: build testenv
+	$(VENV)/bin/python -m pytest python/tests -q
+
+# The Python client's wheel, in dist/.
+wheel: testenv
+	$(VENV)/bin/pip wheel -q --no-deps ./python -w dist/
 
 bench: deps
 	$(CARGO) bench

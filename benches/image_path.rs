@@ -16,7 +16,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use tensorwire::client::{image_rows, RawImage};
 use tensorwire::config::Config;
-use tensorwire::pipeline::{Pipelines, Plan};
+use tensorwire::pipeline::Plan;
 use tensorwire::transform::image::ImagePlan;
 use tensorwire::transform::reference;
 use tensorwire::transform::resize::Resampling;
@@ -35,8 +35,8 @@ fn source(w: u32, h: u32) -> Vec<u8> {
 }
 
 fn plans() -> (Arc<ImagePlan>, Arc<ImagePlan>) {
-    let pipelines = Pipelines::build(&Config::builtin()).unwrap();
-    let Plan::Image(aa) = pipelines.get(0).plan.clone() else {
+    let pipelines = Config::builtin().build_pipelines().unwrap();
+    let Plan::Image(aa) = pipelines.by_id(1).unwrap().plan.clone() else {
         unreachable!()
     };
     let mut lin = (*aa).clone();

@@ -8,14 +8,14 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 use tensorwire::client::load_image;
 use tensorwire::config::Config;
-use tensorwire::pipeline::{Pipelines, Plan};
+use tensorwire::pipeline::Plan;
 use tensorwire::transform::reference;
 use tensorwire::transform::resize::Resampling;
 
 fn images(c: &mut Criterion) {
     let cfg = Config::builtin();
-    let pipelines = Pipelines::build(&cfg).unwrap();
-    let Plan::Image(plan) = pipelines.get(0).plan.clone() else {
+    let pipelines = cfg.build_pipelines().unwrap();
+    let Plan::Image(plan) = pipelines.by_id(1).unwrap().plan.clone() else {
         unreachable!()
     };
     let img = load_image(
@@ -53,8 +53,8 @@ fn images(c: &mut Criterion) {
 
 fn text(c: &mut Criterion) {
     let cfg = Config::builtin();
-    let pipelines = Pipelines::build(&cfg).unwrap();
-    let Plan::Text(plan) = pipelines.get(1).plan.clone() else {
+    let pipelines = cfg.build_pipelines().unwrap();
+    let Plan::Text(plan) = pipelines.by_id(2).unwrap().plan.clone() else {
         unreachable!()
     };
     let body = std::fs::read_to_string(concat!(

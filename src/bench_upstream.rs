@@ -14,10 +14,10 @@
 
 use crate::client::{Client, Faults, RawImage};
 use crate::config::Config;
-use crate::pipeline::{Pipelines, Plan};
+use crate::pipeline::Plan;
 use crate::server::RunningProxy;
 use crate::transform::{DType, Tensor};
-use crate::upstream::http::{encode_request, ResponseParser};
+use crate::upstream::codec::{encode_request, ResponseParser};
 use crate::upstream::kserve;
 use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
@@ -152,14 +152,15 @@ height = 224
 pub fn run(url: &str, seconds: f64, clients: usize, testdata: &Path) -> Result<Vec<PathResult>> {
     let img = bench_image(testdata)?;
     let parsed = crate::upstream::HttpUrl::parse(url).map_err(anyhow::Error::msg)?;
-    let addr: SocketAddr = parsed.resolve().map_err(anyhow::Error::msg)?;
+    let addr: SocketAddr =
+        crate::http_pool::blocking::resolve(&parsed).map_err(anyhow::Error::msg)?[0];
     let mut cfg = config(url, "kserve")?;
     cfg.upstreams
         .get_mut("kserve")
         .expect("configured")
         .connections = clients.max(1);
-    let pipelines = Pipelines::build(&cfg)?;
-    let Plan::Image(plan) = &pipelines.get(0).plan else {
+    let pipelines = cfg.build_pipelines()?;
+    let Plan::Image(plan) = &pipelines.by_id(1).unwrap().plan else {
         bail!("image pipeline expected")
     };
     let want = plan.run_whole(&img.data, img.width, img.height, img.format);

@@ -29,7 +29,7 @@ use support::testdata;
 
 fn start() -> (RunningProxy, Pipelines) {
     let cfg = Config::builtin();
-    let pipelines = Pipelines::build(&cfg).unwrap();
+    let pipelines = cfg.build_pipelines().unwrap();
     (
         RunningProxy::spawn(cfg, "127.0.0.1:0".parse().unwrap()).unwrap(),
         pipelines,
@@ -39,7 +39,7 @@ fn start() -> (RunningProxy, Pipelines) {
 #[test]
 fn images_rows_and_tiles_with_faults() {
     let (proxy, pipelines) = start();
-    let Plan::Image(plan) = &pipelines.get(0).plan else {
+    let Plan::Image(plan) = &pipelines.by_id(1).unwrap().plan else {
         panic!()
     };
     let mut c = Client::connect(proxy.addr).unwrap();
@@ -84,8 +84,8 @@ fn images_rows_and_tiles_with_faults() {
 #[test]
 fn pipeline_output_is_close_to_the_image_crate() {
     let cfg = Config::builtin();
-    let pipelines = Pipelines::build(&cfg).unwrap();
-    let Plan::Image(plan) = &pipelines.get(0).plan else {
+    let pipelines = cfg.build_pipelines().unwrap();
+    let Plan::Image(plan) = &pipelines.by_id(1).unwrap().plan else {
         panic!()
     };
     for name in IMAGES {
@@ -143,7 +143,7 @@ fn assert_text_over_overlaps(
 #[test]
 fn texts_with_overlaps_and_faults() {
     let (proxy, pipelines) = start();
-    let Plan::Text(plan) = &pipelines.get(1).plan else {
+    let Plan::Text(plan) = &pipelines.by_id(2).unwrap().plan else {
         panic!()
     };
     let mut c = Client::connect(proxy.addr).unwrap();
@@ -252,10 +252,9 @@ fn byte_level_bpe_text_pipeline_over_the_wire() {
     text_cfg.tokenizer_name = Some("cl100k_base".into());
     text_cfg.max_length = 100_000;
     cfg.pipelines.push(p);
-    let pipelines = Pipelines::build(&cfg).unwrap();
+    let pipelines = cfg.build_pipelines().unwrap();
     let proxy = RunningProxy::spawn(cfg, "127.0.0.1:0".parse().unwrap()).unwrap();
-    assert_eq!(pipelines.get(2).id, 3);
-    let Plan::Text(plan) = &pipelines.get(2).plan else {
+    let Plan::Text(plan) = &pipelines.by_id(3).unwrap().plan else {
         panic!()
     };
     assert_eq!(
@@ -268,4 +267,38 @@ fn byte_level_bpe_text_pipeline_over_the_wire() {
     }
     drop(proxy);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Replies leave in UDP GSO batches by default and one datagram per call
+/// with `ingress.gso = false`: the client reassembles the same tensors,
+/// also for two clients whose replies interleave in one receive batch.
+#[test]
+fn gso_and_plain_replies_carry_the_same_bytes() {
+    let img = load_image(&testdata("images/chelsea.png"), None).unwrap();
+    let mut answers = Vec::new();
+    for gso in [false, true] {
+        let mut cfg = Config::builtin();
+        cfg.ingress.gso = gso;
+        let proxy = RunningProxy::spawn(cfg, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let mut a = Client::connect(proxy.addr).unwrap();
+        let mut b = Client::connect(proxy.addr).unwrap();
+        // Both requests' last datagrams arrive together: the proxy answers
+        // both in one batch, to two destinations.
+        let (ia, ib) = (a.next_request_id(), b.next_request_id());
+        let ra = tensorwire::client::image_rows(&img, 1, ia, 1472);
+        let rb = tensorwire::client::image_rows(&img, 1, ib, 1472);
+        let (la, lb) = (ra.len(), rb.len());
+        a.send_raw(&ra[..la - 1]).unwrap();
+        b.send_raw(&rb[..lb - 1]).unwrap();
+        a.send_raw(&ra[la - 1..]).unwrap();
+        b.send_raw(&rb[lb - 1..]).unwrap();
+        let ta = a.receive(ia).unwrap().tensors().unwrap();
+        let tb = b.receive(ib).unwrap().tensors().unwrap();
+        assert_eq!(ta, tb);
+        let (stats, udp) = proxy.stop().unwrap();
+        assert_eq!(stats.responses_sent, 2);
+        assert_eq!(udp.gso_sends > 0, gso, "{udp:?}");
+        answers.push(ta);
+    }
+    assert_eq!(answers[0], answers[1]);
 }

@@ -7,7 +7,6 @@ use tensorwire::client::{
     image_rows, image_tiles, text_chunks, tile_grid, OutputGeometry, RawImage,
 };
 use tensorwire::config::Config;
-use tensorwire::ingress::DatagramHandler;
 use tensorwire::proxy::Proxy;
 use tensorwire::wire::{
     ErrorCode, ErrorPacket, ErrorRepr, Kind, Packet, PixelFormat, ResponsePacket, ResponseRepr,
@@ -23,7 +22,7 @@ fn proxy_with(edit: impl FnOnce(&mut Config)) -> Proxy {
     let mut cfg = Config::builtin();
     edit(&mut cfg);
     cfg.validate().unwrap();
-    Proxy::from_config(cfg).unwrap()
+    cfg.build_proxy().unwrap()
 }
 
 fn proxy() -> Proxy {
@@ -33,7 +32,7 @@ fn proxy() -> Proxy {
 fn send(p: &mut Proxy, now: Instant, datagrams: &[Vec<u8>]) -> Out {
     let mut out = Out::new();
     for d in datagrams {
-        p.on_datagram(client(), d, now, &mut out);
+        p.handle(now, client(), d, &mut out);
     }
     out
 }
@@ -207,10 +206,10 @@ fn each_error_code_and_the_fields_it_copies() {
 
     // INCOMPLETE after the reassembly timeout.
     let mut out = Out::new();
-    p.on_tick(now + Duration::from_millis(249), &mut out);
+    p.on_timeout(now + Duration::from_millis(249), &mut out);
     assert!(out.is_empty());
     assert_eq!(p.next_deadline(), Some(now + Duration::from_millis(250)));
-    p.on_tick(now + Duration::from_millis(250), &mut out);
+    p.on_timeout(now + Duration::from_millis(250), &mut out);
     assert_eq!(error_of(&out).0, ErrorCode::Incomplete);
     assert_eq!(error_of(&out).1, 13);
     assert_eq!(p.stats().requests_in_flight, 0);
@@ -394,7 +393,7 @@ fn one_answer_per_request_and_late_fragments_start_nothing() {
     let long = text_chunks(&[b'a'; 3000], 2, 62, 1472, 0);
     send(&mut p, now, &long[..1]);
     let mut out = Out::new();
-    p.on_tick(now + Duration::from_millis(300), &mut out);
+    p.on_timeout(now + Duration::from_millis(300), &mut out);
     assert_eq!(code(&out), ErrorCode::Incomplete);
     assert!(send(&mut p, now + Duration::from_millis(310), &long[1..]).is_empty());
     assert_eq!(p.stats().requests_in_flight, 0);
@@ -443,9 +442,9 @@ fn garbage_never_panics_and_memory_stays_bounded() {
         let from: SocketAddr = format!("10.9.0.{}:{}", 1 + i % 5, 1000 + i % 7)
             .parse()
             .unwrap();
-        p.on_datagram(from, &d, now + Duration::from_micros(i * 50), &mut out);
+        p.handle(now + Duration::from_micros(i * 50), from, &d, &mut out);
         assert!(p.stats().bytes_in_flight <= 1 << 20);
     }
-    p.on_tick(now + Duration::from_secs(5), &mut out);
+    p.on_timeout(now + Duration::from_secs(5), &mut out);
     assert_eq!(p.stats().requests_in_flight, 0);
 }

@@ -114,14 +114,14 @@ tokenizer = "builtin:all-MiniLM-L6-v2"
 }
 
 fn image_plan(p: &Pipelines, id: u16) -> std::sync::Arc<tensorwire::transform::image::ImagePlan> {
-    match &p.get(p.index_of(id).unwrap()).plan {
+    match &p.by_id(id).unwrap().plan {
         Plan::Image(i) => i.clone(),
         _ => panic!(),
     }
 }
 
 fn text_plan(p: &Pipelines, id: u16) -> std::sync::Arc<tensorwire::transform::text::TextPlan> {
-    match &p.get(p.index_of(id).unwrap()).plan {
+    match &p.by_id(id).unwrap().plan {
         Plan::Text(t) => t.clone(),
         _ => panic!(),
     }
@@ -164,7 +164,7 @@ fn f64s(t: &Tensor) -> Vec<f64> {
 fn identity_and_channel_mean_against_real_kserve() {
     let server = PyServer::kserve();
     let cfg = config(&server.url());
-    let pipelines = Pipelines::build(&cfg).unwrap();
+    let pipelines = cfg.build_pipelines().unwrap();
     let proxy = RunningProxy::spawn(cfg, "127.0.0.1:0".parse().unwrap()).unwrap();
     let mut c = Client::connect(proxy.addr).unwrap();
     c.timeout = Duration::from_secs(20);

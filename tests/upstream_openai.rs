@@ -77,7 +77,7 @@ fn json(r: Reply) -> serde_json::Value {
 }
 
 fn ids(p: &Pipelines, id: u16, text: &str) -> Vec<i64> {
-    let Plan::Text(plan) = &p.get(p.index_of(id).unwrap()).plan else {
+    let Plan::Text(plan) = &p.by_id(id).unwrap().plan else {
         panic!()
     };
     let enc = plan.encode(text).unwrap();
@@ -89,7 +89,7 @@ fn ids(p: &Pipelines, id: u16, text: &str) -> Vec<i64> {
 fn completions_and_embeddings_with_token_ids() {
     let server = PyServer::openai();
     let cfg = config(&server.url());
-    let pipelines = Pipelines::build(&cfg).unwrap();
+    let pipelines = cfg.build_pipelines().unwrap();
     let proxy = RunningProxy::spawn(cfg, "127.0.0.1:0".parse().unwrap()).unwrap();
     let mut c = Client::connect(proxy.addr).unwrap();
     c.timeout = Duration::from_secs(10);

@@ -82,7 +82,7 @@ fn program_attaches_passes_other_traffic_and_detaches_on_drop() {
 use std::sync::mpsc;
 use tensorwire::client::{load_image, Client, Faults, OutputGeometry};
 use tensorwire::config::Config;
-use tensorwire::pipeline::{Pipelines, Plan};
+use tensorwire::pipeline::Plan;
 use tensorwire::server::XdpProxy;
 use tensorwire::transform::reference;
 
@@ -141,10 +141,11 @@ fn image_and_text_over_af_xdp_equal_the_socket_path() {
     let server6: std::net::SocketAddr = format!("[{}]:7878", net.proxy_ip6).parse().unwrap();
     let client = Netns::run_in(&net.client_ns, move || {
         let cfg = Config::builtin();
-        let pipelines = Pipelines::build(&cfg).unwrap();
-        let (Plan::Image(img_plan), Plan::Text(txt_plan)) =
-            (pipelines.get(0).plan.clone(), pipelines.get(1).plan.clone())
-        else {
+        let pipelines = cfg.build_pipelines().unwrap();
+        let (Plan::Image(img_plan), Plan::Text(txt_plan)) = (
+            pipelines.by_id(1).unwrap().plan.clone(),
+            pipelines.by_id(2).unwrap().plan.clone(),
+        ) else {
             unreachable!()
         };
         let mut c = Client::connect(server).unwrap();
@@ -415,10 +416,11 @@ fn kserve_upstream_over_af_xdp() {
     let server_addr: std::net::SocketAddr = format!("{}:7878", net.proxy_ip).parse().unwrap();
     let client = Netns::run_in(&net.client_ns, move || {
         let cfg = Config::builtin();
-        let pipelines = Pipelines::build(&cfg).unwrap();
-        let (Plan::Image(img_plan), Plan::Text(txt_plan)) =
-            (pipelines.get(0).plan.clone(), pipelines.get(1).plan.clone())
-        else {
+        let pipelines = cfg.build_pipelines().unwrap();
+        let (Plan::Image(img_plan), Plan::Text(txt_plan)) = (
+            pipelines.by_id(1).unwrap().plan.clone(),
+            pipelines.by_id(2).unwrap().plan.clone(),
+        ) else {
             unreachable!()
         };
         let mut c = Client::connect(server_addr).unwrap();

@@ -11,6 +11,7 @@
 //! other.
 
 pub mod livegen;
+pub mod replies;
 
 use crate::client::{Client, Faults, RawImage};
 use crate::config::Config;
@@ -20,8 +21,7 @@ use crate::ingress::xdp::loader::SteeringProgram;
 use crate::ingress::xdp::worker::{XdpConfig, XdpQueue};
 use crate::ingress::{DatagramHandler, ReplySink};
 use crate::netns::Netns;
-use crate::proxy::Proxy;
-use crate::server::XdpProxy;
+use crate::server::{Worker, XdpProxy};
 use anyhow::{bail, Context, Result};
 use livegen::LiveFrameGenerator;
 use std::net::SocketAddr;
@@ -170,12 +170,12 @@ pub fn measure(
                 // only when its receive side runs NAPI, which GRO turns on.
                 crate::ingress::xdp::ethtool::set_gro(&ifname, true)
                     .context("turning GRO on (veth NAPI mode)")?;
-                let mut proxy = Proxy::from_config(cfg.clone())?;
-                let mut ing = UdpIngress::bind_addr(listen, &cfg.ingress, cfg.limits.max_datagram)?;
+                let mut worker = Worker::new(cfg.build_proxy()?)?;
+                let mut ing = UdpIngress::bind(listen, &cfg.udp_settings())?;
                 ready_tx.send(()).ok();
-                ing.run(&mut proxy, &flag, |_, _| {})?;
+                ing.run(&mut worker, &flag, |_, _| {})?;
                 crate::ingress::xdp::ethtool::set_gro(&ifname, false).ok();
-                Ok(proxy.stats().datagrams_in)
+                Ok(worker.stats().datagrams_in)
             }
             Receiver::AfXdp => {
                 let mut c = cfg.clone();
@@ -304,14 +304,10 @@ fn images_per_second(net: &Netns, xdp: bool, dur: Duration) -> Result<f64> {
             }
             p.stop()?;
         } else {
-            let mut proxy = Proxy::from_config(cfg.clone())?;
-            let mut ing = UdpIngress::bind_addr(
-                format!("{ip}:7878").parse()?,
-                &cfg.ingress,
-                cfg.limits.max_datagram,
-            )?;
+            let mut worker = Worker::new(cfg.build_proxy()?)?;
+            let mut ing = UdpIngress::bind(format!("{ip}:7878").parse()?, &cfg.udp_settings())?;
             ready_tx.send(()).ok();
-            ing.run(&mut proxy, &flag, |_, _| {})?;
+            ing.run(&mut worker, &flag, |_, _| {})?;
         }
         Ok(())
     });

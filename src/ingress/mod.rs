@@ -1,7 +1,7 @@
 //! I/O at the edge: datagrams in, replies out. An ingress owns sockets and
 //! the event loop; everything protocol-related lives behind
 //! [`DatagramHandler`], so the UDP socket ingress and the AF_XDP ingress
-//! serve the same proxy core.
+//! serve the same worker (proxy core + model-server connections).
 
 pub mod udp;
 pub mod xdp;
@@ -9,20 +9,10 @@ pub mod xdp;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-/// Where a handler puts reply datagrams (UDP payloads).
-pub trait ReplySink {
-    /// Queues one datagram to `to`; the ingress sends it from the address
-    /// the request came to.
-    fn send(&mut self, to: SocketAddr, datagram: &[u8]);
-}
+pub use crate::proxy::ReplySink;
 
-impl ReplySink for Vec<(SocketAddr, Vec<u8>)> {
-    fn send(&mut self, to: SocketAddr, datagram: &[u8]) {
-        self.push((to, datagram.to_vec()));
-    }
-}
-
-/// The protocol core, as an ingress sees it.
+/// What an ingress loop drives: a worker (the proxy core and its
+/// model-server connections), as the loop sees it.
 pub trait DatagramHandler {
     /// One received UDP payload from `from` (borrowed: not kept).
     fn on_datagram(
@@ -35,13 +25,13 @@ pub trait DatagramHandler {
     /// Timers: called when `next_deadline` passes (and may be called any time).
     fn on_tick(&mut self, now: Instant, out: &mut dyn ReplySink);
     fn next_deadline(&self) -> Option<Instant>;
-    /// A pollable fd (an epoll of model-server connections) the ingress
-    /// must wait on next to its own; None when there is nothing upstream.
-    fn upstream_fd(&self) -> Option<std::os::fd::RawFd> {
+    /// A pollable fd the loop must wait on next to its own socket (an
+    /// epoll of model-server connections); None when there is none.
+    fn wake_fd(&self) -> Option<std::os::fd::RawFd> {
         None
     }
-    /// `upstream_fd` became readable: drive the connections (never blocks).
-    fn on_upstream_ready(&mut self, _now: Instant, _out: &mut dyn ReplySink) {}
+    /// `wake_fd` became readable (never blocks).
+    fn on_wake(&mut self, _now: Instant, _out: &mut dyn ReplySink) {}
 }
 
 /// Sets a socket buffer size: the privileged `force` option first (it

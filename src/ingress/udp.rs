@@ -1,11 +1,13 @@
 //! The TWP/1 ingress over a plain UDP socket: mio event loop, batched
 //! receive (recvmmsg), replies sent straight away or queued (bounded)
-//! while the socket is full. Works without privileges; the fallback when
+//! while the socket is full. Consecutive reply fragments to one client
+//! leave in one `sendmsg` with UDP_SEGMENT (GSO, through quinn-udp, which
+//! falls back to one datagram per call where the kernel or route refuses):
+//! a 602 KB answer is ~10 calls instead of ~410. Works without privileges; the fallback when
 //! AF_XDP is not possible, and the reference the AF_XDP path is tested
 //! against.
 
 use super::{DatagramHandler, ReplySink};
-use crate::config::IngressConfig;
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 use std::collections::VecDeque;
@@ -16,8 +18,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const SOCKET: Token = Token(0);
-/// The handler's model-server epoll fd.
-const UPSTREAM: Token = Token(1);
+/// The handler's wake fd (its model-server connections).
+const WAKE: Token = Token(1);
 /// Longest a poll sleeps, so a shutdown request is seen promptly.
 const MAX_SLEEP: Duration = Duration::from_millis(50);
 
@@ -28,9 +30,28 @@ pub struct UdpStats {
     pub datagrams: u64,
     pub truncated: u64,
     pub sent: u64,
+    /// sendmsg calls that carried several datagrams (UDP GSO).
+    pub gso_sends: u64,
+    /// Send system calls (sendto or sendmsg), whatever they carried.
+    pub send_calls: u64,
     pub send_queued: u64,
     pub send_dropped: u64,
     pub send_errors: u64,
+}
+
+/// Socket ingress settings (from `[ingress]` and `[limits]`).
+#[derive(Debug, Clone)]
+pub struct UdpSettings {
+    /// Datagrams per recvmmsg.
+    pub recv_batch: usize,
+    /// SO_RCVBUF / SO_SNDBUF (forced when privileged).
+    pub socket_buffer_bytes: usize,
+    /// Replies queued while the socket is full; more are dropped.
+    pub tx_queue_datagrams: usize,
+    /// Largest datagram accepted (a larger one is seen as cut).
+    pub max_datagram: usize,
+    /// Send reply fragments in GSO batches where the kernel allows.
+    pub gso: bool,
 }
 
 /// A bound UDP ingress.
@@ -38,23 +59,14 @@ pub struct UdpIngress {
     socket: UdpSocket,
     poll: Poll,
     batch: RecvBatch,
-    queue: VecDeque<(SocketAddr, Vec<u8>)>,
-    queue_cap: usize,
+    tx: Sender,
     pub stats: UdpStats,
     stats_interval: Option<Duration>,
 }
 
 impl UdpIngress {
-    /// Binds `cfg.listen` with the configured buffers.
-    pub fn bind(cfg: &IngressConfig, max_datagram: usize) -> io::Result<UdpIngress> {
-        Self::bind_addr(cfg.listen, cfg, max_datagram)
-    }
-
-    pub fn bind_addr(
-        addr: SocketAddr,
-        cfg: &IngressConfig,
-        max_datagram: usize,
-    ) -> io::Result<UdpIngress> {
+    /// Binds `addr` with the configured buffers.
+    pub fn bind(addr: SocketAddr, cfg: &UdpSettings) -> io::Result<UdpIngress> {
         let mut socket = UdpSocket::bind(addr)?;
         let fd = socket.as_raw_fd();
         super::set_buffer_size(
@@ -69,6 +81,21 @@ impl UdpIngress {
             libc::SO_SNDBUF,
             cfg.socket_buffer_bytes,
         );
+        let gso = if cfg.gso {
+            match quinn_udp::UdpSocketState::new((&socket).into()) {
+                Ok(state) if state.max_gso_segments() > 1 => Some(state),
+                Ok(_) => {
+                    tracing::info!("UDP GSO not available here: one sendmsg per reply datagram");
+                    None
+                }
+                Err(e) => {
+                    tracing::info!("UDP GSO not set up ({e}): one sendmsg per reply datagram");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let poll = Poll::new()?;
         poll.registry()
             .register(&mut socket, SOCKET, Interest::READABLE)?;
@@ -76,9 +103,8 @@ impl UdpIngress {
             socket,
             poll,
             // One spare byte per slot detects datagrams over max_datagram.
-            batch: RecvBatch::new(cfg.recv_batch, max_datagram + 1),
-            queue: VecDeque::new(),
-            queue_cap: cfg.tx_queue_datagrams,
+            batch: RecvBatch::new(cfg.recv_batch, cfg.max_datagram + 1),
+            tx: Sender::new(cfg.tx_queue_datagrams, gso, cfg.max_datagram),
             stats: UdpStats::default(),
             stats_interval: None,
         })
@@ -102,11 +128,11 @@ impl UdpIngress {
     ) -> io::Result<()> {
         let mut events = Events::with_capacity(16);
         let mut writable_registered = false;
-        let upstream_fd = handler.upstream_fd();
-        if let Some(fd) = upstream_fd {
+        let wake_fd = handler.wake_fd();
+        if let Some(fd) = wake_fd {
             self.poll.registry().register(
                 &mut mio::unix::SourceFd(&fd),
-                UPSTREAM,
+                WAKE,
                 Interest::READABLE,
             )?;
         }
@@ -122,36 +148,28 @@ impl UdpIngress {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
-            let mut upstream_ready = false;
+            let mut woken = false;
             for ev in events.iter() {
-                if ev.token() == UPSTREAM {
-                    upstream_ready = true;
+                if ev.token() == WAKE {
+                    woken = true;
                 } else if ev.is_writable() {
                     self.flush_queue();
                 }
             }
             self.receive_all(handler)?;
-            if upstream_ready {
-                let mut sink = Sink {
-                    socket: &self.socket,
-                    queue: &mut self.queue,
-                    cap: self.queue_cap,
-                    stats: &mut self.stats,
-                };
-                handler.on_upstream_ready(Instant::now(), &mut sink);
+            if woken {
+                let mut sink = self.sink();
+                handler.on_wake(Instant::now(), &mut sink);
+                sink.finish();
             }
             let now = Instant::now();
             if handler.next_deadline().is_some_and(|d| d <= now) {
-                let mut sink = Sink {
-                    socket: &self.socket,
-                    queue: &mut self.queue,
-                    cap: self.queue_cap,
-                    stats: &mut self.stats,
-                };
+                let mut sink = self.sink();
                 handler.on_tick(now, &mut sink);
+                sink.finish();
             }
             // Wait for WRITABLE only while replies are queued.
-            let want = !self.queue.is_empty();
+            let want = !self.tx.queue.is_empty();
             if want != writable_registered {
                 let interest = if want {
                     Interest::READABLE | Interest::WRITABLE
@@ -170,7 +188,7 @@ impl UdpIngress {
                 }
             }
         }
-        if let Some(fd) = upstream_fd {
+        if let Some(fd) = wake_fd {
             let _ = self
                 .poll
                 .registry()
@@ -192,8 +210,7 @@ impl UdpIngress {
             let now = Instant::now();
             let mut sink = Sink {
                 socket: &self.socket,
-                queue: &mut self.queue,
-                cap: self.queue_cap,
+                tx: &mut self.tx,
                 stats: &mut self.stats,
             };
             for i in 0..n {
@@ -208,40 +225,149 @@ impl UdpIngress {
                     handler.on_datagram(from, payload, now, &mut sink);
                 }
             }
+            sink.finish();
             if n < self.batch.len() {
                 return Ok(());
             }
         }
     }
 
+    fn sink(&mut self) -> Sink<'_> {
+        Sink {
+            socket: &self.socket,
+            tx: &mut self.tx,
+            stats: &mut self.stats,
+        }
+    }
+
     fn flush_queue(&mut self) {
-        while let Some((to, d)) = self.queue.front() {
+        while let Some((to, d)) = self.tx.queue.front() {
+            self.stats.send_calls += 1;
             match self.socket.send_to(d, *to) {
                 Ok(_) => {
                     self.stats.sent += 1;
-                    self.queue.pop_front();
+                    self.tx.queue.pop_front();
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(_) => {
                     self.stats.send_errors += 1;
-                    self.queue.pop_front();
+                    self.tx.queue.pop_front();
                 }
             }
         }
     }
 }
 
-/// Sends replies straight away; queues (bounded) when the socket is full.
+/// What the socket ingress keeps for sending: the queue of replies that
+/// found the socket full, and the GSO batch being built.
+struct Sender {
+    queue: VecDeque<(SocketAddr, Vec<u8>)>,
+    cap: usize,
+    /// UDP_SEGMENT support (None: one sendto per datagram).
+    gso: Option<quinn_udp::UdpSocketState>,
+    batch: GsoBatch,
+}
+
+/// Consecutive datagrams to one client, all of one size but the last.
+struct GsoBatch {
+    to: Option<SocketAddr>,
+    segment: usize,
+    count: usize,
+    /// A shorter datagram ended the batch: nothing may follow it.
+    closed: bool,
+    max_segments: usize,
+    buf: Vec<u8>,
+}
+
+/// The kernel's limit for one UDP send (IPv4 payload).
+const MAX_UDP_PAYLOAD: usize = 65507;
+
+impl Sender {
+    fn new(cap: usize, gso: Option<quinn_udp::UdpSocketState>, max_datagram: usize) -> Sender {
+        let max_segments = gso.as_ref().map_or(1, |s| s.max_gso_segments());
+        Sender {
+            queue: VecDeque::new(),
+            cap,
+            gso,
+            batch: GsoBatch {
+                to: None,
+                segment: 0,
+                count: 0,
+                closed: false,
+                max_segments,
+                buf: Vec::with_capacity(MAX_UDP_PAYLOAD.max(max_datagram)),
+            },
+        }
+    }
+}
+
+/// Sends replies straight away (batched with GSO where possible); queues
+/// (bounded) when the socket is full. [`Sink::finish`] sends what is
+/// batched.
 struct Sink<'a> {
     socket: &'a UdpSocket,
-    queue: &'a mut VecDeque<(SocketAddr, Vec<u8>)>,
-    cap: usize,
+    tx: &'a mut Sender,
     stats: &'a mut UdpStats,
 }
 
-impl ReplySink for Sink<'_> {
-    fn send(&mut self, to: SocketAddr, datagram: &[u8]) {
-        if self.queue.is_empty() {
+impl Sink<'_> {
+    /// Sends the batch being built.
+    fn finish(&mut self) {
+        let b = &mut self.tx.batch;
+        let (Some(to), count) = (b.to.take(), b.count) else {
+            return;
+        };
+        let segment = b.segment;
+        b.count = 0;
+        b.closed = false;
+        let buf = std::mem::take(&mut b.buf);
+        if count == 1 {
+            self.send_one(to, &buf);
+        } else if !self.tx.queue.is_empty() {
+            // Order behind what already waits.
+            for d in buf.chunks(segment) {
+                self.enqueue(to, d);
+            }
+        } else {
+            let state = self.tx.gso.as_ref().expect("batches only with GSO");
+            let t = quinn_udp::Transmit {
+                destination: to,
+                ecn: None,
+                contents: &buf,
+                segment_size: Some(segment),
+                src_ip: None,
+            };
+            self.stats.send_calls += 1;
+            match state.try_send(self.socket.into(), &t) {
+                Ok(()) => {
+                    self.stats.sent += count as u64;
+                    self.stats.gso_sends += 1;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    for d in buf.chunks(segment) {
+                        self.enqueue(to, d);
+                    }
+                }
+                Err(_) if state.max_gso_segments() == 1 => {
+                    // The route refused GSO (quinn-udp turned it off): send
+                    // this batch, and all later replies, one by one.
+                    tracing::info!("UDP GSO refused by the kernel or route: sending one by one");
+                    self.tx.batch.max_segments = 1;
+                    for d in buf.chunks(segment) {
+                        self.send_one(to, d);
+                    }
+                }
+                Err(_) => self.stats.send_errors += count as u64,
+            }
+        }
+        let mut buf = buf;
+        buf.clear();
+        self.tx.batch.buf = buf;
+    }
+
+    fn send_one(&mut self, to: SocketAddr, datagram: &[u8]) {
+        if self.tx.queue.is_empty() {
+            self.stats.send_calls += 1;
             match self.socket.send_to(datagram, to) {
                 Ok(_) => {
                     self.stats.sent += 1;
@@ -254,12 +380,42 @@ impl ReplySink for Sink<'_> {
                 }
             }
         }
-        if self.queue.len() >= self.cap {
+        self.enqueue(to, datagram);
+    }
+
+    fn enqueue(&mut self, to: SocketAddr, datagram: &[u8]) {
+        if self.tx.queue.len() >= self.tx.cap {
             self.stats.send_dropped += 1;
             return;
         }
         self.stats.send_queued += 1;
-        self.queue.push_back((to, datagram.to_vec()));
+        self.tx.queue.push_back((to, datagram.to_vec()));
+    }
+}
+
+impl ReplySink for Sink<'_> {
+    fn send(&mut self, to: SocketAddr, datagram: &[u8]) {
+        let b = &self.tx.batch;
+        if b.max_segments <= 1 || !self.tx.queue.is_empty() {
+            return self.send_one(to, datagram);
+        }
+        if b.count > 0
+            && (b.to != Some(to)
+                || b.closed
+                || datagram.len() > b.segment
+                || b.count >= b.max_segments
+                || b.buf.len() + datagram.len() > MAX_UDP_PAYLOAD)
+        {
+            self.finish();
+        }
+        let b = &mut self.tx.batch;
+        if b.count == 0 {
+            b.to = Some(to);
+            b.segment = datagram.len();
+        }
+        b.closed = datagram.len() < b.segment;
+        b.buf.extend_from_slice(datagram);
+        b.count += 1;
     }
 }
 

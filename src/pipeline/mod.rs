@@ -1,7 +1,7 @@
-//! Configuration -> plan: which transform, which output tensors, which
-//! upstream, for every pipeline id.
+//! Settings -> plan: which transform, which output tensors, which
+//! upstream, for every pipeline id; and the rules a fragment must meet
+//! for its pipeline (geometry, tiles and their halos).
 
-use crate::config::{Config, PipelineConfig, PipelineKind};
 use crate::transform::image::ImagePlan;
 use crate::transform::normalize::NormalizePlan;
 use crate::transform::resize::Resampling;
@@ -10,8 +10,15 @@ use crate::wire::{Kind, PixelFormat};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
+mod fragment;
 mod request;
+mod settings;
 pub use request::{RequestState, ResizeCache};
+pub use settings::{ImageConfig, PipelineConfig, PipelineKind, TextConfig, BUILTIN_TOKENIZERS};
+
+/// Index of a pipeline in [`Pipelines`] (not its wire id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PipelineIx(pub usize);
 
 /// A pipeline that cannot be built from its configuration.
 #[derive(Debug, thiserror::Error)]
@@ -155,94 +162,45 @@ pub struct Pipelines {
 }
 
 impl Pipelines {
-    pub fn build(cfg: &Config) -> Result<Pipelines, PipelineError> {
-        let list = cfg
-            .pipelines
+    /// Builds every pipeline (loads tokenizers); relative tokenizer paths
+    /// resolve against `base_dir`.
+    pub fn build(
+        configs: &[PipelineConfig],
+        base_dir: Option<&std::path::Path>,
+    ) -> Result<Pipelines, PipelineError> {
+        let list = configs
             .iter()
-            .map(|p| Pipeline::build(p, cfg.base_dir.as_deref()))
+            .map(|p| Pipeline::build(p, base_dir))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Pipelines { list })
     }
 
-    /// Index of pipeline `id`.
-    pub fn index_of(&self, id: u16) -> Option<usize> {
-        self.list.iter().position(|p| p.id == id)
+    /// The pipeline with wire id `id` (0 is never one).
+    pub fn index_of(&self, id: u16) -> Option<PipelineIx> {
+        if id == 0 {
+            return None;
+        }
+        self.list.iter().position(|p| p.id == id).map(PipelineIx)
     }
 
-    pub fn get(&self, index: usize) -> &Pipeline {
-        &self.list[index]
+    pub fn get(&self, ix: PipelineIx) -> &Pipeline {
+        &self.list[ix.0]
+    }
+
+    /// The pipeline with wire id `id`.
+    pub fn by_id(&self, id: u16) -> Option<&Pipeline> {
+        self.index_of(id).map(|ix| self.get(ix))
+    }
+
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Pipeline> {
         self.list.iter()
-    }
-}
-
-/// The DESCRIBE document.
-pub fn describe(cfg: &Config, pipelines: &Pipelines) -> Value {
-    let l = &cfg.limits;
-    json!({
-        "protocol": 1,
-        "server": concat!("tensorwire ", env!("CARGO_PKG_VERSION")),
-        "max_datagram": l.max_datagram,
-        "reassembly_timeout_ms": l.reassembly_timeout_ms,
-        "limits": {
-            "max_fragments": l.max_fragments,
-            "max_image_pixels": l.max_image_pixels,
-            "max_text_bytes": l.max_text_bytes,
-            "max_requests_in_flight": l.max_requests_in_flight,
-            "max_bytes_in_flight": l.max_bytes_in_flight,
-            "max_requests_per_source": l.max_requests_per_source,
-            "max_bytes_per_source": l.max_bytes_per_source,
-        },
-        "pipelines": pipelines.iter().map(|p| {
-            let mut d = p.describe();
-            // The spec's `upstream` is the kind (echo, kserve, openai);
-            // the configured name goes in `upstream_name`.
-            if let Some(u) = cfg.upstreams.get(&p.upstream) {
-                d["upstream"] = u.kind.name().into();
-                d["upstream_name"] = p.upstream.clone().into();
-            }
-            d
-        }).collect::<Vec<_>>(),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn describe_has_the_spec_keys() {
-        let cfg = Config::builtin();
-        let p = Pipelines::build(&cfg).unwrap();
-        let d = describe(&cfg, &p);
-        assert_eq!(d["protocol"], 1);
-        assert_eq!(d["max_datagram"], 1472);
-        assert_eq!(d["reassembly_timeout_ms"], 250);
-        for k in [
-            "max_fragments",
-            "max_image_pixels",
-            "max_text_bytes",
-            "max_requests_in_flight",
-            "max_bytes_in_flight",
-        ] {
-            assert!(d["limits"][k].is_u64(), "{k}");
-        }
-        let img = &d["pipelines"][0];
-        assert_eq!(img["id"], 1);
-        assert_eq!(img["kind"], "image");
-        assert_eq!(img["upstream"], "echo");
-        assert_eq!(img["image"]["width"], 224);
-        assert_eq!(img["image"]["antialias"], true);
-        assert_eq!(img["image"]["layout"], "NCHW");
-        assert_eq!(img["image"]["dtype"], "FP32");
-        assert_eq!(img["image"]["mean"][0], 0.485);
-        assert_eq!(img["image"]["pixel_formats"].as_array().unwrap().len(), 5);
-        let txt = &d["pipelines"][1];
-        assert_eq!(txt["text"]["tokenizer"], "all-MiniLM-L6-v2");
-        assert_eq!(txt["text"]["padding"], "none");
-        assert_eq!(txt["text"]["dtype"], "INT64");
-        assert_eq!(txt["text"]["outputs"][2], "token_type_ids");
     }
 }

@@ -3,7 +3,7 @@
 //! Reassembly hands it each new fragment; [`RequestState::finish`] gives
 //! the output tensors once all have arrived.
 
-use super::{Pipeline, Plan};
+use super::{Pipeline, PipelineIx, Plan};
 use crate::reassembly::{Assembly, Coverage, Fragment, Reject};
 use crate::transform::image::ImagePlan;
 use crate::transform::resize::{ResizePlan, SourceView};
@@ -107,6 +107,7 @@ pub enum State {
 /// The per-request state plus what it was created for.
 #[derive(Debug)]
 pub struct RequestState {
+    pipeline: PipelineIx,
     geometry: Option<Geometry>,
     tensor_name: String,
     state: State,
@@ -116,6 +117,7 @@ impl RequestState {
     /// The state for a new request of `pipeline` whose first fragment is
     /// `first`.
     pub fn new(
+        ix: PipelineIx,
         pipeline: &Pipeline,
         kind: Kind,
         first: &Fragment<'_>,
@@ -147,12 +149,14 @@ impl RequestState {
                     ))
                 };
                 Ok(RequestState {
+                    pipeline: ix,
                     geometry: Some(Geometry::of(repr)),
                     tensor_name: pipeline.image_tensor_name().to_string(),
                     state,
                 })
             }
             (Plan::Text(plan), Fragment::Text { repr, .. }) => Ok(RequestState {
+                pipeline: ix,
                 geometry: None,
                 tensor_name: String::new(),
                 state: State::Text(TextAssembly {
@@ -166,6 +170,11 @@ impl RequestState {
                 message: "kind does not match the pipeline".into(),
             }),
         }
+    }
+
+    /// The pipeline this request was created for.
+    pub fn pipeline(&self) -> PipelineIx {
+        self.pipeline
     }
 
     /// All fragments arrived: the output tensors, or the ERROR.

@@ -1,29 +1,58 @@
-//! The protocol core: one datagram in, zero or more reply datagrams out.
-//! No I/O and no clock of its own (quinn-proto style): the ingress passes
-//! the time in and carries the replies out, so all of this is tested
-//! deterministically.
+//! The protocol core of one worker, sans I/O (quinn-proto's shape):
+//! datagrams and model-server answers go in with the time passed in;
+//! reply datagrams come out through a [`ReplySink`] and model-server
+//! requests as [`UpstreamCall`]s from [`Proxy::poll_call`]. No sockets, no
+//! DNS, no clock of its own: the ingress drivers and the connection pools
+//! (I/O) carry the bytes, and every path here is tested deterministically.
 
+mod describe;
 mod reply;
 mod stats;
 
-pub use reply::ReplyWriter;
+pub use reply::{ReplySink, ReplyWriter};
 pub use stats::Stats;
 
-use crate::config::Config;
-use crate::ingress::{DatagramHandler, ReplySink};
-use crate::pipeline::{Pipelines, Plan, RequestState, ResizeCache};
-use crate::reassembly::{Fragment, Key, Outcome, Reassembler, Reject, Release, Request};
-use crate::transform::resize::ResizePlan;
+use crate::pipeline::{Pipelines, RequestState, ResizeCache};
+use crate::reassembly::{Key, Limits, Outcome, Reassembler, Reject, Release, Request};
 use crate::upstream::echo::kserve_binary_response;
-use crate::upstream::http::CallId;
-use crate::upstream::{Completion, UpstreamError, Upstreams};
-use crate::wire::{
-    content_type, read_u16, read_u64, ErrorCode, HeaderRepr, ImageFragment, ImageRepr, Kind,
-    Packet, TextChunk, TextRepr, WireError, MAGIC, VERSION,
+use crate::upstream::{
+    CallId, CallResult, Upstream, UpstreamCall, UpstreamConfig, UpstreamError, UpstreamFailure,
+    UpstreamIx,
 };
-use std::collections::HashMap;
+use crate::wire::{content_type, ErrorCode, HeaderPrefix, HeaderRepr, Kind, Packet, MAGIC};
+use crate::wire::{HEADER_LEN, VERSION};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// Where a pipeline's tensors go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// The built-in `echo`: answered at once with the tensors.
+    Echo,
+    /// A configured model server.
+    Model(UpstreamIx),
+}
+
+/// The core's settings (from `[limits]` and `[ingress]`).
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub limits: Limits,
+    /// Largest reply UDP payload for IPv4 and IPv6 peers (from the MTU).
+    pub reply_payload_max_v4: usize,
+    pub reply_payload_max_v6: usize,
+}
+
+impl ProxySettings {
+    /// Reply sizes for an MTU: the IP and UDP headers come off.
+    pub fn new(limits: Limits, mtu: u32) -> ProxySettings {
+        ProxySettings {
+            limits,
+            reply_payload_max_v4: mtu as usize - 20 - 8,
+            reply_payload_max_v6: mtu as usize - 40 - 8,
+        }
+    }
+}
 
 /// Why a proxy core could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -41,50 +70,74 @@ pub enum BuildError {
 struct Waiting {
     key: Key,
     pipeline_id: u16,
+    upstream: UpstreamIx,
     release: Release,
 }
 
 /// The proxy core for one worker.
 pub struct Proxy {
-    config: Config,
+    settings: ProxySettings,
     pipelines: Pipelines,
+    /// Route per pipeline (indexed by [`PipelineIx`]).
+    routes: Vec<Route>,
+    upstreams: Vec<Upstream>,
     describe: Vec<u8>,
     reassembler: Reassembler<RequestState>,
     resize_cache: ResizeCache,
     replies: ReplyWriter,
     stats: Stats,
     expired: Vec<Key>,
-    upstreams: Upstreams,
-    /// Upstream index per pipeline index (None: echo).
-    pipeline_upstream: Vec<Option<usize>>,
-    waiting: HashMap<(usize, CallId), Waiting>,
+    waiting: HashMap<CallId, Waiting>,
     /// Keys of `waiting`: their late fragments must not start a new
     /// request (the key becomes "answered" when the answer is sent).
-    waiting_keys: std::collections::HashSet<Key>,
-    completions: Vec<Completion>,
+    waiting_keys: HashSet<Key>,
+    /// Per upstream: (deadline, call) in submission order; a call's
+    /// answer is given up on at its deadline (request_timeout_ms).
+    deadlines: Vec<VecDeque<(Instant, CallId)>>,
+    /// Calls for the I/O side, taken with [`Proxy::poll_call`].
+    calls: VecDeque<UpstreamCall>,
+    next_call: CallId,
 }
 
 impl Proxy {
-    /// A core with its model-server connections (none opened yet).
-    pub fn new(config: Config, pipelines: Pipelines) -> Result<Proxy, UpstreamError> {
-        let upstreams = Upstreams::build(&config.upstreams)?;
-        let pipeline_upstream = pipelines
+    /// A core serving `pipelines`, whose `upstream` names are `echo` or
+    /// one of `upstreams` (name, settings).
+    pub fn new<'a>(
+        settings: ProxySettings,
+        pipelines: Pipelines,
+        upstreams: impl IntoIterator<Item = (&'a str, &'a UpstreamConfig)>,
+    ) -> Result<Proxy, BuildError> {
+        let upstreams = upstreams
+            .into_iter()
+            .map(|(name, cfg)| Upstream::new(name, cfg))
+            .collect::<Result<Vec<_>, _>>()?;
+        let routes = pipelines
             .iter()
-            .map(|p| upstreams.index_of(&p.upstream))
-            .collect();
-        let replies = ReplyWriter::new(
-            config.ingress.reply_payload_max(false),
-            config.ingress.reply_payload_max(true),
-        );
+            .map(|p| match p.upstream.as_str() {
+                crate::upstream::ECHO => Ok(Route::Echo),
+                name => upstreams
+                    .iter()
+                    .position(|u| u.name == name)
+                    .map(|i| Route::Model(UpstreamIx(i)))
+                    .ok_or_else(|| UpstreamError {
+                        name: name.to_string(),
+                        msg: format!("pipeline {} names an upstream that is not configured", p.id),
+                    }),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let replies =
+            ReplyWriter::new(settings.reply_payload_max_v4, settings.reply_payload_max_v6);
         let mut proxy = Proxy {
+            deadlines: upstreams.iter().map(|_| VecDeque::new()).collect(),
             upstreams,
-            pipeline_upstream,
+            routes,
             waiting: HashMap::new(),
-            waiting_keys: std::collections::HashSet::new(),
-            completions: Vec::new(),
-            reassembler: Reassembler::new(&config.limits),
+            waiting_keys: HashSet::new(),
+            calls: VecDeque::new(),
+            next_call: 1,
+            reassembler: Reassembler::new(&settings.limits),
             resize_cache: ResizeCache::new(64),
-            config,
+            settings,
             pipelines,
             describe: Vec::new(),
             replies,
@@ -95,34 +148,40 @@ impl Proxy {
         Ok(proxy)
     }
 
-    /// Builds pipelines from `config` (loads tokenizers) and the core.
-    pub fn from_config(config: Config) -> Result<Proxy, BuildError> {
-        let pipelines = Pipelines::build(&config)?;
-        Ok(Proxy::new(config, pipelines)?)
+    pub fn settings(&self) -> &ProxySettings {
+        &self.settings
     }
 
-    /// Checks every upstream's readiness (blocking, start-up only) and
-    /// shows the result in DESCRIBE.
-    pub fn check_upstreams_ready(&mut self, timeout: std::time::Duration) {
-        self.upstreams.check_ready(timeout);
+    pub fn pipelines(&self) -> &Pipelines {
+        &self.pipelines
+    }
+
+    /// The configured model servers, by [`UpstreamIx`].
+    pub fn upstreams(&self) -> &[Upstream] {
+        &self.upstreams
+    }
+
+    /// Records a start-up readiness check (made by the I/O side).
+    pub fn set_ready_at_start(&mut self, u: UpstreamIx, result: Result<(), String>) {
+        self.upstreams[u.0].ready_at_start = Some(result);
         self.refresh_describe();
     }
 
-    /// Closes model-server connections; requests still waiting get
-    /// UPSTREAM_UNAVAILABLE through `out`.
-    pub fn shutdown(&mut self, now: Instant, out: &mut dyn ReplySink) {
-        self.upstreams.shutdown();
-        self.upstream_ready(now, out);
+    /// Open connections of upstream `u`, as the I/O side counts them.
+    pub fn set_connections_open(&mut self, u: UpstreamIx, n: u64) {
+        self.upstreams[u.0].connections_open = n;
+    }
+
+    pub fn describe_json(&self) -> &[u8] {
+        &self.describe
     }
 
     fn refresh_describe(&mut self) {
-        let mut d = crate::pipeline::describe(&self.config, &self.pipelines);
-        if !self.upstreams.is_empty() {
-            d["upstreams"] = self.upstreams.describe().into();
-        }
-        self.describe = serde_json::to_vec(&d).expect("JSON");
+        let d = describe::document(&self.settings, &self.pipelines, &self.upstreams);
+        self.describe = serde_json::to_vec(&d).expect("JSON of plain values");
     }
 
+    /// Counters; the upstreams' pool counters are the I/O side's to fill.
     pub fn stats(&self) -> Stats {
         let mut s = self.stats.clone();
         let (r, b) = self.reassembler.in_flight();
@@ -132,29 +191,36 @@ impl Proxy {
         s.state_bytes = self.reassembler.held_bytes() as u64;
         s.resize_plans_built = self.resize_cache.misses;
         s.upstream_calls_waiting = self.waiting.len() as u64;
-        s.upstreams = self.upstreams.stats();
+        s.upstreams = self.upstreams.iter().map(Upstream::stats).collect();
         s
     }
 
-    pub fn describe_json(&self) -> &[u8] {
-        &self.describe
+    /// The next request for a model server, if any.
+    pub fn poll_call(&mut self) -> Option<UpstreamCall> {
+        self.calls.pop_front()
     }
 
-    pub fn config(&self) -> &Config {
-        &self.config
+    /// When [`Proxy::on_timeout`] has work next.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let calls = self.deadlines.iter().filter_map(|d| d.front().map(|x| x.0));
+        self.reassembler
+            .next_deadline()
+            .into_iter()
+            .chain(calls)
+            .min()
     }
 
     fn error(
         &mut self,
         out: &mut dyn ReplySink,
-        to: SocketAddr,
-        request_id: u64,
+        key: Key,
         pipeline: u16,
         code: ErrorCode,
         msg: &str,
     ) {
         self.stats.error(code);
-        self.replies.error(out, to, request_id, pipeline, code, msg);
+        self.replies
+            .error(out, key.client, key.request_id, pipeline, code, msg);
     }
 
     /// Answers a request with an ERROR on one of its fragments: the
@@ -169,28 +235,28 @@ impl Proxy {
         now: Instant,
     ) {
         self.reassembler.abort(&key, now);
-        self.error(out, key.client, key.request_id, pipeline, code, msg);
+        self.error(out, key, pipeline, code, msg);
     }
 
-    fn handle(&mut self, from: SocketAddr, d: &[u8], now: Instant, out: &mut dyn ReplySink) {
+    /// One datagram from `from`; replies go to `out`.
+    pub fn handle(&mut self, now: Instant, from: SocketAddr, d: &[u8], out: &mut dyn ReplySink) {
         self.stats.datagrams_in += 1;
         self.stats.bytes_in += d.len() as u64;
-        if d.len() < 2 || read_u16(d, 0..2) != MAGIC {
+        let h = HeaderPrefix::new(d);
+        if h.magic() != Some(MAGIC) {
             self.stats.dropped_not_twp += 1;
             return;
         }
-        if d.len() < 16 {
+        let (Some(pipeline_id), Some(request_id)) = (h.pipeline(), h.request_id()) else {
             // No request_id to answer to.
             self.stats.dropped_truncated += 1;
             return;
-        }
-        let request_id = read_u64(d, 8..16);
-        let pipeline_id = read_u16(d, 6..8);
+        };
         let key = Key {
             client: from,
             request_id,
         };
-        if d.len() >= 4 && Kind::from_u8(d[3]).is_some_and(Kind::is_reply) {
+        if h.kind().is_some_and(Kind::is_reply) {
             self.stats.dropped_reply_kind += 1;
             return;
         }
@@ -198,138 +264,56 @@ impl Proxy {
             self.stats.late_fragments += 1;
             return;
         }
-        if d.len() >= 24 && self.reassembler.is_duplicate(&key, read_u32_at(d, 16)) {
-            self.stats.duplicate_fragments += 1;
-            return;
+        if let (true, Some(seq)) = (d.len() >= HEADER_LEN, h.seq()) {
+            if self.reassembler.is_duplicate(&key, seq) {
+                self.stats.duplicate_fragments += 1;
+                return;
+            }
         }
         // Errors in the spec's order: version, pipeline, kind, malformed,
         // too large, overloaded.
-        if d.len() < 3 || d[2] != VERSION {
+        if h.version() != Some(VERSION) {
             let msg = format!(
                 "version {} is not supported (this proxy speaks 1)",
-                d.get(2).copied().unwrap_or(0)
+                h.version().unwrap_or(0)
             );
-            return self.reject(
-                out,
-                key,
-                pipeline_id,
-                ErrorCode::UnsupportedVersion,
-                &msg,
-                now,
-            );
+            let code = ErrorCode::UnsupportedVersion;
+            return self.reject(out, key, pipeline_id, code, &msg, now);
         }
         let Ok(packet) = Packet::new_checked(d) else {
-            return self.reject(
-                out,
-                key,
-                pipeline_id,
-                ErrorCode::Malformed,
-                "datagram shorter than the 24-byte header",
-                now,
-            );
+            let msg = "datagram shorter than the 24-byte header";
+            return self.reject(out, key, pipeline_id, ErrorCode::Malformed, msg, now);
         };
         if packet.kind() == Some(Kind::Describe) {
             return self.describe(out, key, &packet, now);
         }
-        let pipeline = match self.pipelines.index_of(pipeline_id) {
-            Some(i) if pipeline_id != 0 => i,
-            _ => {
-                let msg = format!("no pipeline with id {pipeline_id}");
-                return self.reject(out, key, pipeline_id, ErrorCode::UnknownPipeline, &msg, now);
-            }
+        let Some(ix) = self.pipelines.index_of(pipeline_id) else {
+            let msg = format!("no pipeline with id {pipeline_id}");
+            return self.reject(out, key, pipeline_id, ErrorCode::UnknownPipeline, &msg, now);
         };
         let header = match HeaderRepr::parse(&packet) {
             Ok(h) => h,
             Err(e) => {
-                return self.reject(
-                    out,
-                    key,
-                    pipeline_id,
-                    ErrorCode::Malformed,
-                    &e.to_string(),
-                    now,
-                )
+                let msg = e.to_string();
+                return self.reject(out, key, pipeline_id, ErrorCode::Malformed, &msg, now);
             }
         };
-        let p = self.pipelines.get(pipeline);
-        if !p.accepts_kind(header.kind) {
-            let msg = format!(
-                "pipeline {} ({}) does not take {:?} datagrams",
-                p.id, p.name, header.kind
-            );
-            return self.reject(out, key, pipeline_id, ErrorCode::KindMismatch, &msg, now);
-        }
-        if header.kind.is_image() {
-            if let Ok(fmt) = ImageRepr::peek_pixel_format(packet.body()) {
-                if !p.pixel_formats.contains(&fmt) {
-                    let msg = format!(
-                        "pipeline {} does not take pixel format {}",
-                        p.id,
-                        fmt.name()
-                    );
-                    return self.reject(out, key, pipeline_id, ErrorCode::KindMismatch, &msg, now);
+        let pipeline = self.pipelines.get(ix);
+        let fragment =
+            match pipeline.check_fragment(&header, d.len(), packet.body(), &self.settings.limits) {
+                Ok(f) => f,
+                Err(Reject { code, message }) => {
+                    return self.reject(out, key, pipeline_id, code, &message, now)
                 }
-            }
-        }
-        if d.len() > self.config.limits.max_datagram {
-            let msg = format!(
-                "datagram of {} bytes exceeds max_datagram {}",
-                d.len(),
-                self.config.limits.max_datagram
-            );
-            return self.reject(out, key, pipeline_id, ErrorCode::Malformed, &msg, now);
-        }
-        let fragment = match self.parse_fragment(pipeline, header.kind, packet.body()) {
-            Ok(f) => f,
-            Err((code, msg)) => return self.reject(out, key, pipeline_id, code, &msg, now),
-        };
-        let l = &self.config.limits;
-        if header.count > l.max_fragments {
-            let msg = format!(
-                "count {} exceeds max_fragments {}",
-                header.count, l.max_fragments
-            );
-            return self.reject(out, key, pipeline_id, ErrorCode::TooLarge, &msg, now);
-        }
-        match fragment {
-            Fragment::Image { repr, .. } => {
-                let px = repr.width as u64 * repr.height as u64;
-                if px > l.max_image_pixels {
-                    let msg = format!(
-                        "{}x{} exceeds max_image_pixels {}",
-                        repr.width, repr.height, l.max_image_pixels
-                    );
-                    return self.reject(out, key, pipeline_id, ErrorCode::TooLarge, &msg, now);
-                }
-                if let Err(msg) = self.check_tile(pipeline, &repr) {
-                    return self.reject(
-                        out,
-                        key,
-                        pipeline_id,
-                        ErrorCode::InvalidContent,
-                        &msg,
-                        now,
-                    );
-                }
-            }
-            Fragment::Text { repr, .. } => {
-                if repr.total_len > l.max_text_bytes {
-                    let msg = format!(
-                        "total_len {} exceeds max_text_bytes {}",
-                        repr.total_len, l.max_text_bytes
-                    );
-                    return self.reject(out, key, pipeline_id, ErrorCode::TooLarge, &msg, now);
-                }
-            }
-        }
+            };
         let new_request = !self.reassembler.contains(&key);
-        let (pipelines, cache) = (&self.pipelines, &mut self.resize_cache);
-        let new_body = |first: &Fragment<'_>| {
-            RequestState::new(pipelines.get(pipeline), header.kind, first, cache)
+        let cache = &mut self.resize_cache;
+        let new_body = |first: &crate::reassembly::Fragment<'_>| {
+            RequestState::new(ix, pipeline, header.kind, first, cache)
         };
         match self
             .reassembler
-            .accept(key, &header, pipeline, d.len(), fragment, now, new_body)
+            .accept(key, &header, d.len(), fragment, now, new_body)
         {
             Ok(Outcome::Pending) => {
                 self.stats.fragments_accepted += 1;
@@ -347,81 +331,10 @@ impl Proxy {
         }
     }
 
-    fn parse_fragment<'a>(
-        &self,
-        pipeline: usize,
-        kind: Kind,
-        body: &'a [u8],
-    ) -> Result<Fragment<'a>, (ErrorCode, String)> {
-        let malformed = |e: WireError| (ErrorCode::Malformed, e.to_string());
-        match kind {
-            Kind::ImageRows | Kind::ImageTile => {
-                let f = ImageFragment::new_checked(body).map_err(malformed)?;
-                let repr = ImageRepr::parse(kind, &f).map_err(malformed)?;
-                if let (Some(out), Plan::Image(plan)) =
-                    (repr.out_rect, &self.pipelines.get(pipeline).plan)
-                {
-                    if !out.inside(plan.out_width(), plan.out_height()) {
-                        return Err((
-                            ErrorCode::Malformed,
-                            format!(
-                                "tile output rectangle {out:?} lies outside the {}x{} output",
-                                plan.out_width(),
-                                plan.out_height()
-                            ),
-                        ));
-                    }
-                }
-                let pixels = &body[crate::wire::image::IMAGE_HEADER_LEN..];
-                Ok(Fragment::Image { repr, pixels })
-            }
-            Kind::TextChunk => {
-                let c = TextChunk::new_checked(body).map_err(malformed)?;
-                let repr = TextRepr::parse(&c).map_err(malformed)?;
-                Ok(Fragment::Text {
-                    repr,
-                    bytes: &body[crate::wire::text::TEXT_HEADER_LEN..],
-                })
-            }
-            _ => Err((ErrorCode::Malformed, format!("{kind:?} is not a data kind"))),
-        }
-    }
-
-    /// A tile must hold the input windows of every pixel of its output
-    /// rectangle.
-    fn check_tile(&self, pipeline: usize, repr: &ImageRepr) -> Result<(), String> {
-        let (Some(out), Plan::Image(plan)) = (repr.out_rect, &self.pipelines.get(pipeline).plan)
-        else {
-            return Ok(());
-        };
-        let need = ResizePlan::halo_rect(
-            plan.resampling,
-            repr.width as u32,
-            repr.height as u32,
-            plan.out_width(),
-            plan.out_height(),
-            out,
-        );
-        if repr.rect.contains(&need) {
-            Ok(())
-        } else {
-            Err(format!(
-                "tile input {:?} lacks the halo for output {out:?}: needs {need:?}",
-                repr.rect
-            ))
-        }
-    }
-
     fn describe(&mut self, out: &mut dyn ReplySink, key: Key, p: &Packet<&[u8]>, now: Instant) {
         if p.pipeline() != 0 || p.seq() != 0 || p.count() != 1 || !p.body().is_empty() {
-            return self.reject(
-                out,
-                key,
-                p.pipeline(),
-                ErrorCode::Malformed,
-                "DESCRIBE is seq 0, count 1, pipeline 0, empty",
-                now,
-            );
+            let msg = "DESCRIBE is seq 0, count 1, pipeline 0, empty";
+            return self.reject(out, key, p.pipeline(), ErrorCode::Malformed, msg, now);
         }
         self.stats.describe_requests += 1;
         self.reassembler.mark_answered(key, now);
@@ -447,57 +360,52 @@ impl Proxy {
     fn finish(&mut self, out: &mut dyn ReplySink, req: Request<RequestState>, now: Instant) {
         let release = req.release();
         let (key, pipeline_id) = (req.key, req.pipeline_id);
-        let upstream = self.pipeline_upstream[req.pipeline];
-        match req.body.finish() {
-            Ok(tensors) => match upstream {
-                None => {
-                    let (body, header_len) = kserve_binary_response("echo", &tensors);
-                    self.respond(
-                        out,
+        let route = self.routes[req.body.pipeline().0];
+        let tensors = match req.body.finish() {
+            Ok(t) => t,
+            Err(r) => {
+                self.error(out, key, pipeline_id, r.code, &r.message);
+                return self.reassembler.finish(release, now);
+            }
+        };
+        let u = match route {
+            Route::Echo => {
+                let (body, header_len) = kserve_binary_response("echo", &tensors);
+                let ct = content_type::KSERVE_BINARY;
+                self.respond(out, key, pipeline_id, ct, header_len, &body);
+                return self.reassembler.finish(release, now);
+            }
+            Route::Model(u) => u,
+        };
+        let upstream = &mut self.upstreams[u.0];
+        match upstream.call(&tensors, now) {
+            Ok(request) => {
+                let id = self.next_call;
+                self.next_call += 1;
+                let timeout = Duration::from_millis(upstream.cfg.request_timeout_ms);
+                self.deadlines[u.0].push_back((now + timeout, id));
+                self.stats.upstream_calls += 1;
+                self.waiting.insert(
+                    id,
+                    Waiting {
                         key,
                         pipeline_id,
-                        content_type::KSERVE_BINARY,
-                        header_len,
-                        &body,
-                    );
-                }
-                Some(u) => match self.upstreams.submit(u, &tensors, now) {
-                    Ok(call) => {
-                        self.stats.upstream_calls += 1;
-                        let w = Waiting {
-                            key,
-                            pipeline_id,
-                            release,
-                        };
-                        self.waiting.insert((u, call), w);
-                        self.waiting_keys.insert(key);
-                        // Answered later, from `upstream_ready` (at once
-                        // if the call already failed inside submit).
-                        if self.upstreams.has_completions() {
-                            self.upstream_ready(now, out);
-                        }
-                        return;
-                    }
-                    Err(f) => self.error(
-                        out,
-                        key.client,
-                        key.request_id,
-                        pipeline_id,
-                        f.code(),
-                        &f.to_string(),
-                    ),
-                },
-            },
-            Err(r) => self.error(
-                out,
-                key.client,
-                key.request_id,
-                pipeline_id,
-                r.code,
-                &r.message,
-            ),
+                        upstream: u,
+                        release,
+                    },
+                );
+                self.waiting_keys.insert(key);
+                self.calls.push_back(UpstreamCall {
+                    id,
+                    upstream: u,
+                    request,
+                });
+            }
+            Err(f) => {
+                self.error(out, key, pipeline_id, f.code(), &f.to_string());
+                self.reassembler.finish(release, now);
+            }
         }
-        self.reassembler.finish(release, now);
     }
 
     fn respond(
@@ -523,88 +431,92 @@ impl Proxy {
         self.stats.response_datagrams += n as u64;
     }
 
-    /// Drives the model-server connections and answers finished calls.
-    fn upstream_ready(&mut self, now: Instant, out: &mut dyn ReplySink) {
-        if self.upstreams.is_empty() {
-            return;
-        }
-        let mut done = std::mem::take(&mut self.completions);
-        self.upstreams.drive(now, &mut done);
-        for c in done.drain(..) {
-            let Some(w) = self.waiting.remove(&(c.upstream, c.call)) else {
-                // Every call is registered before it can complete.
-                self.stats.upstream_unknown_completions += 1;
-                continue;
-            };
-            self.waiting_keys.remove(&w.key);
-            match c.result {
-                Ok((ct, header_len, body)) => {
-                    self.respond(out, w.key, w.pipeline_id, ct, header_len, &body)
-                }
-                Err(f) => self.error(
-                    out,
-                    w.key.client,
-                    w.key.request_id,
-                    w.pipeline_id,
-                    f.code(),
-                    &f.to_string(),
-                ),
-            }
-            self.reassembler.finish(w.release, now);
-        }
-        self.completions = done;
-    }
-
-    fn tick(&mut self, now: Instant, out: &mut dyn ReplySink) {
-        self.upstream_ready(now, out);
-        let mut expired = std::mem::take(&mut self.expired);
-        expired.clear();
-        self.reassembler.expire(now, &mut expired);
-        for key in &expired {
-            // The pipeline id is not kept after expiry: ERROR carries 0.
-            self.error(
-                out,
-                key.client,
-                key.request_id,
-                0,
-                ErrorCode::Incomplete,
-                "not all fragments arrived within the reassembly timeout",
-            );
-        }
-        self.expired = expired;
-    }
-}
-
-fn read_u32_at(d: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([d[at], d[at + 1], d[at + 2], d[at + 3]])
-}
-
-impl DatagramHandler for Proxy {
-    fn on_datagram(
+    /// What the I/O side got for call `id`: the client gets the model
+    /// server's answer or the ERROR it maps to.
+    pub fn on_upstream_answer(
         &mut self,
-        from: SocketAddr,
-        payload: &[u8],
+        id: CallId,
+        result: CallResult,
         now: Instant,
         out: &mut dyn ReplySink,
     ) {
-        self.handle(from, payload, now, out);
+        let Some(w) = self.waiting.remove(&id) else {
+            if id < self.next_call {
+                // Given up on already (timed out, shut down).
+                self.stats.upstream_late_answers += 1;
+            } else {
+                self.stats.upstream_unknown_completions += 1;
+            }
+            return;
+        };
+        let answer = self.upstreams[w.upstream.0].answer(result, now);
+        self.answer_waiting(out, w, answer, now);
     }
-    fn on_tick(&mut self, now: Instant, out: &mut dyn ReplySink) {
-        self.tick(now, out);
+
+    fn answer_waiting(
+        &mut self,
+        out: &mut dyn ReplySink,
+        w: Waiting,
+        answer: Result<(u16, usize, Vec<u8>), UpstreamFailure>,
+        now: Instant,
+    ) {
+        self.waiting_keys.remove(&w.key);
+        match answer {
+            Ok((ct, header_len, body)) => {
+                self.respond(out, w.key, w.pipeline_id, ct, header_len, &body)
+            }
+            Err(f) => self.error(out, w.key, w.pipeline_id, f.code(), &f.to_string()),
+        }
+        self.reassembler.finish(w.release, now);
     }
-    fn next_deadline(&self) -> Option<Instant> {
-        match (
-            self.reassembler.next_deadline(),
-            self.upstreams.next_deadline(),
-        ) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+
+    /// Timers: requests whose fragments did not all arrive get INCOMPLETE;
+    /// model-server calls past request_timeout_ms get UPSTREAM_UNAVAILABLE.
+    pub fn on_timeout(&mut self, now: Instant, out: &mut dyn ReplySink) {
+        for u in 0..self.deadlines.len() {
+            while let Some(&(deadline, id)) = self.deadlines[u].front() {
+                if deadline > now {
+                    break;
+                }
+                self.deadlines[u].pop_front();
+                // Answered calls leave their entry behind: skip it.
+                let Some(w) = self.waiting.remove(&id) else {
+                    continue;
+                };
+                let failure = self.upstreams[u].timed_out(now);
+                self.answer_waiting(out, w, Err(failure), now);
+            }
+        }
+        let mut expired = std::mem::take(&mut self.expired);
+        expired.clear();
+        self.reassembler.expire(now, &mut expired);
+        for &key in &expired {
+            // The pipeline id is not kept after expiry: ERROR carries 0.
+            let msg = "not all fragments arrived within the reassembly timeout";
+            self.error(out, key, 0, ErrorCode::Incomplete, msg);
+        }
+        self.expired = expired;
+    }
+
+    /// Stops waiting for model servers: every request still waiting gets
+    /// UPSTREAM_UNAVAILABLE, and calls not yet taken are dropped.
+    pub fn shutdown(&mut self, now: Instant, out: &mut dyn ReplySink) {
+        self.calls.clear();
+        let mut ids: Vec<CallId> = self.waiting.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let w = self.waiting.remove(&id).expect("listed above");
+            let msg = format!(
+                "upstream {}: shutting down",
+                self.upstreams[w.upstream.0].name
+            );
+            self.answer_waiting(out, w, Err(UpstreamFailure::Unavailable(msg)), now);
+        }
+        for d in &mut self.deadlines {
+            d.clear();
         }
     }
-    fn upstream_fd(&self) -> Option<std::os::fd::RawFd> {
-        (!self.upstreams.is_empty()).then(|| self.upstreams.fd())
-    }
-    fn on_upstream_ready(&mut self, now: Instant, out: &mut dyn ReplySink) {
-        self.upstream_ready(now, out);
-    }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,6 +1,5 @@
 //! Reply datagrams: RESPONSE fragments sized to the MTU, and ERRORs.
 
-use crate::ingress::ReplySink;
 use crate::wire::error_packet::ERROR_HEADER_LEN;
 use crate::wire::response::RESPONSE_HEADER_LEN;
 use crate::wire::{
@@ -8,6 +7,19 @@ use crate::wire::{
     MAX_ERROR_MESSAGE,
 };
 use std::net::SocketAddr;
+
+/// Where the core puts reply datagrams (UDP payloads): the ingress sends
+/// each from the address the request came to, or queues it (bounded).
+pub trait ReplySink {
+    fn send(&mut self, to: SocketAddr, datagram: &[u8]);
+}
+
+/// Collects replies (tests, tools).
+impl ReplySink for Vec<(SocketAddr, Vec<u8>)> {
+    fn send(&mut self, to: SocketAddr, datagram: &[u8]) {
+        self.push((to, datagram.to_vec()));
+    }
+}
 
 /// Builds reply datagrams in one reused buffer.
 #[derive(Debug)]

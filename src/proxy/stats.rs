@@ -40,7 +40,10 @@ pub struct Stats {
     pub upstream_calls: u64,
     /// Requests waiting for a model server's answer now.
     pub upstream_calls_waiting: u64,
-    /// Completions no request waited for (must stay 0).
+    /// Answers for calls the core no longer waited for (timed out or
+    /// shut down first).
+    pub upstream_late_answers: u64,
+    /// Answers for calls the core never made (must stay 0).
     pub upstream_unknown_completions: u64,
     /// Per model server: calls, connections, failures by kind, breaker.
     pub upstreams: Vec<crate::upstream::UpstreamStats>,
@@ -87,7 +90,7 @@ impl fmt::Display for Stats {
                 u.pool.calls_in_flight,
                 u.pool.calls_ok,
                 u.pool.calls_unavailable + u.breaker_rejects,
-                u.pool.calls_timed_out,
+                u.pool.calls_timed_out.max(u.timeouts),
                 u.http_errors,
                 u.pool.connections_open,
                 u.breaker

@@ -12,11 +12,75 @@ mod coverage;
 pub use answered::AnsweredKeys;
 pub use coverage::Coverage;
 
-use crate::config::Limits;
 use crate::wire::{ErrorCode, HeaderRepr, ImageRepr, Kind, TextRepr};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+
+/// Protocol limits (DESCRIBE's `limits`) and memory bounds.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub max_datagram: usize,
+    pub reassembly_timeout_ms: u64,
+    pub max_fragments: u32,
+    pub max_image_pixels: u64,
+    pub max_text_bytes: u32,
+    pub max_requests_in_flight: usize,
+    pub max_bytes_in_flight: usize,
+    pub max_requests_per_source: usize,
+    pub max_bytes_per_source: usize,
+    /// Memory requests in flight may hold (output tensors, streaming
+    /// windows, text), all clients together.
+    pub max_state_bytes: usize,
+    pub answered_keys: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_datagram: 1472,
+            reassembly_timeout_ms: 250,
+            max_fragments: 65536,
+            max_image_pixels: 16_777_216,
+            max_text_bytes: 1_048_576,
+            max_requests_in_flight: 1024,
+            max_bytes_in_flight: 268_435_456,
+            max_requests_per_source: 256,
+            max_bytes_per_source: 67_108_864,
+            max_state_bytes: 536_870_912,
+            answered_keys: 65536,
+        }
+    }
+}
+
+impl Limits {
+    /// Checks the values: Err((key, why)).
+    pub fn check(&self) -> Result<(), (&'static str, &'static str)> {
+        if !(64..=65507).contains(&self.max_datagram) {
+            return Err(("max_datagram", "must be between 64 and 65507"));
+        }
+        for (k, v) in [
+            ("reassembly_timeout_ms", self.reassembly_timeout_ms),
+            ("max_fragments", self.max_fragments as u64),
+            ("max_image_pixels", self.max_image_pixels),
+            ("max_requests_in_flight", self.max_requests_in_flight as u64),
+            ("max_bytes_in_flight", self.max_bytes_in_flight as u64),
+            (
+                "max_requests_per_source",
+                self.max_requests_per_source as u64,
+            ),
+            ("max_bytes_per_source", self.max_bytes_per_source as u64),
+            ("max_state_bytes", self.max_state_bytes as u64),
+            ("answered_keys", self.answered_keys as u64),
+        ] {
+            if v == 0 {
+                return Err((k, "must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+}
 
 /// Identifies a request: the client socket and its request_id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -47,7 +111,6 @@ pub trait Assembly {
 #[derive(Debug)]
 pub struct Request<B> {
     pub key: Key,
-    pub pipeline: usize,
     pub pipeline_id: u16,
     pub kind: Kind,
     pub count: u32,
@@ -221,22 +284,13 @@ impl<B: Assembly> Reassembler<B> {
         &mut self,
         key: Key,
         header: &HeaderRepr,
-        pipeline: usize,
         datagram_len: usize,
         fragment: Fragment<'_>,
         now: Instant,
         new_body: impl FnOnce(&Fragment<'_>) -> Result<B, Reject>,
     ) -> Result<Outcome<B>, Reject> {
         if !self.requests.contains_key(&key) {
-            self.admit(
-                key,
-                header,
-                pipeline,
-                datagram_len,
-                &fragment,
-                now,
-                new_body,
-            )?;
+            self.admit(key, header, datagram_len, &fragment, now, new_body)?;
         }
         let req = self.requests.get_mut(&key).expect("admitted above");
         if header.count != req.count
@@ -296,7 +350,6 @@ impl<B: Assembly> Reassembler<B> {
         &mut self,
         key: Key,
         header: &HeaderRepr,
-        pipeline: usize,
         datagram_len: usize,
         fragment: &Fragment<'_>,
         now: Instant,
@@ -332,7 +385,6 @@ impl<B: Assembly> Reassembler<B> {
             key,
             Request {
                 key,
-                pipeline,
                 pipeline_id: header.pipeline,
                 kind: header.kind,
                 count: header.count,

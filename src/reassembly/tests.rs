@@ -41,12 +41,11 @@ fn acc(
     r: &mut R,
     k: Key,
     h: &HeaderRepr,
-    p: usize,
     len: usize,
     f: Fragment<'_>,
     now: Instant,
 ) -> Result<Outcome<Log>, Reject> {
-    r.accept(k, h, p, len, f, now, |_| Ok(Log::default()))
+    r.accept(k, h, len, f, now, |_| Ok(Log::default()))
 }
 
 fn key(port: u16, id: u64) -> Key {
@@ -87,20 +86,20 @@ fn completes_in_any_order_and_ignores_duplicates() {
     let mut r = R::new(&limits());
     let k = key(1, 1);
     assert!(matches!(
-        acc(&mut r, k, &header(2, 3), 1, 40, text(4, 6, b"ef"), t0),
+        acc(&mut r, k, &header(2, 3), 40, text(4, 6, b"ef"), t0),
         Ok(Outcome::Pending)
     ));
     assert!(r.is_duplicate(&k, 2));
     assert!(matches!(
-        acc(&mut r, k, &header(2, 3), 1, 40, text(4, 6, b"zz"), t0),
+        acc(&mut r, k, &header(2, 3), 40, text(4, 6, b"zz"), t0),
         Ok(Outcome::Duplicate)
     ));
     assert!(matches!(
-        acc(&mut r, k, &header(0, 3), 1, 40, text(0, 6, b"ab"), t0),
+        acc(&mut r, k, &header(0, 3), 40, text(0, 6, b"ab"), t0),
         Ok(Outcome::Pending)
     ));
     assert_eq!(r.in_flight(), (1, 80));
-    let done = match acc(&mut r, k, &header(1, 3), 1, 40, text(2, 6, b"cd"), t0) {
+    let done = match acc(&mut r, k, &header(1, 3), 40, text(2, 6, b"cd"), t0) {
         Ok(Outcome::Complete(req)) => req,
         other => panic!("{other:?}"),
     };
@@ -125,7 +124,7 @@ fn timeout_expires_and_remembers_key() {
     let t0 = Instant::now();
     let mut r = R::new(&limits());
     let k = key(1, 7);
-    acc(&mut r, k, &header(0, 2), 1, 40, text(0, 4, b"ab"), t0).unwrap();
+    acc(&mut r, k, &header(0, 2), 40, text(0, 4, b"ab"), t0).unwrap();
     let mut out = Vec::new();
     r.expire(t0 + Duration::from_millis(99), &mut out);
     assert!(out.is_empty());
@@ -143,7 +142,7 @@ fn completed_request_does_not_expire() {
     let t0 = Instant::now();
     let mut r = R::new(&limits());
     let k = key(1, 7);
-    let Ok(Outcome::Complete(req)) = acc(&mut r, k, &header(0, 1), 1, 40, text(0, 2, b"ab"), t0)
+    let Ok(Outcome::Complete(req)) = acc(&mut r, k, &header(0, 1), 40, text(0, 2, b"ab"), t0)
     else {
         panic!()
     };
@@ -158,17 +157,17 @@ fn inconsistent_fragments_are_malformed() {
     let t0 = Instant::now();
     let mut r = R::new(&limits());
     let k = key(1, 1);
-    acc(&mut r, k, &header(0, 3), 1, 40, text(0, 6, b"ab"), t0).unwrap();
+    acc(&mut r, k, &header(0, 3), 40, text(0, 6, b"ab"), t0).unwrap();
     assert_eq!(
-        acc(&mut r, k, &header(1, 3), 1, 40, text(2, 7, b"cd"), t0).unwrap_err(),
+        acc(&mut r, k, &header(1, 3), 40, text(2, 7, b"cd"), t0).unwrap_err(),
         Reject::malformed("total_len differs between fragments")
     );
     assert_eq!(r.in_flight(), (0, 0));
     assert!(r.is_answered(&k, t0));
 
     let k = key(1, 2);
-    acc(&mut r, k, &header(0, 3), 1, 40, text(0, 6, b"ab"), t0).unwrap();
-    assert!(acc(&mut r, k, &header(1, 4), 1, 40, text(2, 6, b"cd"), t0).is_err());
+    acc(&mut r, k, &header(0, 3), 40, text(0, 6, b"ab"), t0).unwrap();
+    assert!(acc(&mut r, k, &header(1, 4), 40, text(2, 6, b"cd"), t0).is_err());
 
     let k = key(1, 3);
     let img = |w: u16, fmt| Fragment::Image {
@@ -189,11 +188,11 @@ fn inconsistent_fragments_are_malformed() {
         seq,
         count: 4,
     };
-    acc(&mut r, k, &h(0), 0, 60, img(2, PixelFormat::Rgb8), t0).unwrap();
-    assert!(acc(&mut r, k, &h(1), 0, 60, img(3, PixelFormat::Rgb8), t0).is_err());
+    acc(&mut r, k, &h(0), 60, img(2, PixelFormat::Rgb8), t0).unwrap();
+    assert!(acc(&mut r, k, &h(1), 60, img(3, PixelFormat::Rgb8), t0).is_err());
     let k = key(1, 4);
-    acc(&mut r, k, &h(0), 0, 60, img(2, PixelFormat::Rgb8), t0).unwrap();
-    assert!(acc(&mut r, k, &h(1), 0, 60, img(2, PixelFormat::Bgr8), t0).is_err());
+    acc(&mut r, k, &h(0), 60, img(2, PixelFormat::Rgb8), t0).unwrap();
+    assert!(acc(&mut r, k, &h(1), 60, img(2, PixelFormat::Bgr8), t0).is_err());
 }
 
 #[test]
@@ -205,50 +204,15 @@ fn limits_shed_new_requests() {
         ..limits()
     };
     let mut r = R::new(&l);
-    acc(
-        &mut r,
-        key(1, 1),
-        &header(0, 2),
-        1,
-        40,
-        text(0, 4, b"ab"),
-        t0,
-    )
-    .unwrap();
-    acc(
-        &mut r,
-        key(2, 1),
-        &header(0, 2),
-        1,
-        40,
-        text(0, 4, b"ab"),
-        t0,
-    )
-    .unwrap();
+    acc(&mut r, key(1, 1), &header(0, 2), 40, text(0, 4, b"ab"), t0).unwrap();
+    acc(&mut r, key(2, 1), &header(0, 2), 40, text(0, 4, b"ab"), t0).unwrap();
     assert_eq!(
-        acc(
-            &mut r,
-            key(3, 1),
-            &header(0, 2),
-            1,
-            40,
-            text(0, 4, b"ab"),
-            t0
-        )
-        .unwrap_err(),
+        acc(&mut r, key(3, 1), &header(0, 2), 40, text(0, 4, b"ab"), t0).unwrap_err(),
         Reject::overloaded("max_requests_in_flight reached")
     );
     // Fragments of requests in flight still go in.
     assert!(matches!(
-        acc(
-            &mut r,
-            key(1, 1),
-            &header(1, 2),
-            1,
-            40,
-            text(2, 4, b"cd"),
-            t0
-        ),
+        acc(&mut r, key(1, 1), &header(1, 2), 40, text(2, 4, b"cd"), t0),
         Ok(Outcome::Complete(_))
     ));
 
@@ -257,41 +221,14 @@ fn limits_shed_new_requests() {
         ..limits()
     };
     let mut r = R::new(&l);
-    acc(
-        &mut r,
-        key(1, 1),
-        &header(0, 3),
-        1,
-        60,
-        text(0, 6, b"ab"),
-        t0,
-    )
-    .unwrap();
+    acc(&mut r, key(1, 1), &header(0, 3), 60, text(0, 6, b"ab"), t0).unwrap();
     assert_eq!(
-        acc(
-            &mut r,
-            key(2, 1),
-            &header(0, 3),
-            1,
-            60,
-            text(0, 6, b"ab"),
-            t0
-        )
-        .unwrap_err(),
+        acc(&mut r, key(2, 1), &header(0, 3), 60, text(0, 6, b"ab"), t0).unwrap_err(),
         Reject::overloaded("max_bytes_in_flight reached")
     );
     // A request that grows past the byte limit is shed too.
     assert!(matches!(
-        acc(
-            &mut r,
-            key(1, 1),
-            &header(1, 3),
-            1,
-            60,
-            text(2, 6, b"cd"),
-            t0
-        )
-        .unwrap_err(),
+        acc(&mut r, key(1, 1), &header(1, 3), 60, text(2, 6, b"cd"), t0).unwrap_err(),
         Reject {
             code: ErrorCode::Overloaded,
             ..
@@ -304,39 +241,12 @@ fn limits_shed_new_requests() {
         ..limits()
     };
     let mut r = R::new(&l);
-    acc(
-        &mut r,
-        key(1, 1),
-        &header(0, 2),
-        1,
-        40,
-        text(0, 4, b"ab"),
-        t0,
-    )
-    .unwrap();
+    acc(&mut r, key(1, 1), &header(0, 2), 40, text(0, 4, b"ab"), t0).unwrap();
     assert_eq!(
-        acc(
-            &mut r,
-            key(1, 2),
-            &header(0, 2),
-            1,
-            40,
-            text(0, 4, b"ab"),
-            t0
-        )
-        .unwrap_err(),
+        acc(&mut r, key(1, 2), &header(0, 2), 40, text(0, 4, b"ab"), t0).unwrap_err(),
         Reject::overloaded("max_requests_per_source reached")
     );
-    acc(
-        &mut r,
-        key(2, 2),
-        &header(0, 2),
-        1,
-        40,
-        text(0, 4, b"ab"),
-        t0,
-    )
-    .unwrap();
+    acc(&mut r, key(2, 2), &header(0, 2), 40, text(0, 4, b"ab"), t0).unwrap();
 }
 
 #[test]

@@ -245,15 +245,26 @@ impl RowStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
-    use crate::pipeline::{Pipelines, Plan};
+    use crate::transform::normalize::{ChannelOrder, Layout, NormalizePlan};
+    use crate::transform::resize::Resampling;
+    use crate::transform::DType;
 
+    /// The default pipeline's plan: Pillow-exact to 224x224 FP32 NCHW.
     fn plan() -> Arc<ImagePlan> {
-        let p = Pipelines::build(&Config::builtin()).unwrap();
-        match &p.get(0).plan {
-            Plan::Image(i) => i.clone(),
-            _ => unreachable!(),
-        }
+        Arc::new(ImagePlan::new(
+            Resampling::from_antialias(true),
+            NormalizePlan {
+                dtype: DType::Fp32,
+                layout: Layout::Nchw,
+                order: ChannelOrder::Rgb,
+                mean: [0.485, 0.456, 0.406],
+                std: [0.229, 0.224, 0.225],
+                scale: 1.0,
+                zero_point: 0,
+                width: 224,
+                height: 224,
+            },
+        ))
     }
 
     fn image(w: u32, h: u32, ch: usize) -> Vec<u8> {

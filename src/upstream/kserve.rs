@@ -2,7 +2,7 @@
 //! with the binary tensor data extension, and reading their answers.
 //! Pure: bytes in, bytes out.
 
-use super::http::HttpResponse;
+use super::codec::HttpResponse;
 use super::UpstreamFailure;
 use crate::transform::Tensor;
 use serde_json::json;

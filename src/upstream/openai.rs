@@ -3,7 +3,7 @@
 //! post-processor adds, because vLLM does not tokenize id prompts.
 //! Pure: tensors in, JSON bytes out.
 
-use super::http::HttpResponse;
+use super::codec::HttpResponse;
 use super::UpstreamFailure;
 use crate::transform::{DType, Tensor};
 use serde_json::{Map, Value};

@@ -108,6 +108,52 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 }
 
+/// What can be read of a datagram before it is known to hold a whole
+/// header (the proxy needs magic, version, kind, pipeline and request_id
+/// to answer even a truncated or foreign-version datagram): each getter
+/// answers only if the datagram reaches that field. Same field layout as
+/// [`Packet`].
+#[derive(Debug, Clone, Copy)]
+pub struct HeaderPrefix<'a> {
+    buffer: &'a [u8],
+}
+
+impl<'a> HeaderPrefix<'a> {
+    pub fn new(buffer: &'a [u8]) -> HeaderPrefix<'a> {
+        HeaderPrefix { buffer }
+    }
+
+    fn reaches(&self, f: &Field) -> bool {
+        self.buffer.len() >= f.end
+    }
+
+    pub fn magic(&self) -> Option<u16> {
+        self.reaches(&field::MAGIC)
+            .then(|| read_u16(self.buffer, field::MAGIC))
+    }
+    pub fn version(&self) -> Option<u8> {
+        self.buffer.get(field::VERSION).copied()
+    }
+    pub fn kind(&self) -> Option<Kind> {
+        self.buffer
+            .get(field::KIND)
+            .copied()
+            .and_then(Kind::from_u8)
+    }
+    pub fn pipeline(&self) -> Option<u16> {
+        self.reaches(&field::PIPELINE)
+            .then(|| read_u16(self.buffer, field::PIPELINE))
+    }
+    pub fn request_id(&self) -> Option<u64> {
+        self.reaches(&field::REQUEST_ID)
+            .then(|| read_u64(self.buffer, field::REQUEST_ID))
+    }
+    pub fn seq(&self) -> Option<u32> {
+        self.reaches(&field::SEQ)
+            .then(|| read_u32(self.buffer, field::SEQ))
+    }
+}
+
 /// The common header's meaning, after the version has been checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeaderRepr {
@@ -235,6 +281,24 @@ mod tests {
         let mut buf = DESCRIBE;
         buf[3] = 0x7f;
         assert!(HeaderRepr::parse(&Packet::new_unchecked(&buf[..])).is_err());
+    }
+
+    #[test]
+    fn prefix_reads_only_what_is_there() {
+        let p = HeaderPrefix::new(&DESCRIBE[..]);
+        assert_eq!(p.magic(), Some(MAGIC));
+        assert_eq!(p.version(), Some(1));
+        assert_eq!(p.kind(), Some(Kind::Describe));
+        assert_eq!(p.pipeline(), Some(0));
+        assert_eq!(p.request_id(), Some(0x1234_5678));
+        assert_eq!(p.seq(), Some(0));
+        let p = HeaderPrefix::new(&DESCRIBE[..15]);
+        assert_eq!(
+            (p.pipeline(), p.request_id(), p.seq()),
+            (Some(0), None, None)
+        );
+        let p = HeaderPrefix::new(&DESCRIBE[..1]);
+        assert_eq!((p.magic(), p.version(), p.kind()), (None, None, None));
     }
 
     #[test]

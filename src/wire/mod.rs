@@ -11,7 +11,7 @@ pub mod response;
 pub mod text;
 
 pub use error_packet::{ErrorPacket, ErrorRepr};
-pub use header::{HeaderRepr, Packet};
+pub use header::{HeaderPrefix, HeaderRepr, Packet};
 pub use image::{ImageFragment, ImageRepr, Rect};
 pub use response::{ResponsePacket, ResponseRepr};
 pub use text::{TextChunk, TextRepr};
@@ -32,7 +32,7 @@ pub const DEFAULT_MAX_DATAGRAM: usize = 1472;
 /// A field's byte range within a buffer.
 pub(crate) type Field = core::ops::Range<usize>;
 
-pub fn read_u16(b: &[u8], f: Field) -> u16 {
+pub(crate) fn read_u16(b: &[u8], f: Field) -> u16 {
     u16::from_be_bytes([b[f.start], b[f.start + 1]])
 }
 pub(crate) fn read_u32(b: &[u8], f: Field) -> u32 {
@@ -40,7 +40,7 @@ pub(crate) fn read_u32(b: &[u8], f: Field) -> u32 {
     a.copy_from_slice(&b[f]);
     u32::from_be_bytes(a)
 }
-pub fn read_u64(b: &[u8], f: Field) -> u64 {
+pub(crate) fn read_u64(b: &[u8], f: Field) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[f]);
     u64::from_be_bytes(a)

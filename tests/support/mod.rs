@@ -1,7 +1,7 @@
 //! Shared test helpers: test data paths and the cl100k tokenizer; for the
 //! upstream tests, the real KServe server (Python, started and killed by
-//! the test), the OpenAI schema server, and tiny fake HTTP servers that
-//! misbehave on purpose.
+//! the test), the real Triton Inference Server, the OpenAI schema server,
+//! and tiny fake HTTP servers that misbehave on purpose.
 
 #![allow(dead_code)]
 
@@ -47,6 +47,21 @@ pub fn python() -> PathBuf {
     p
 }
 
+/// The interpreter of .venv-triton (scripts/triton-env.sh, `make
+/// testenv-triton`), whose site-packages hold the real tritonserver.
+/// Missing = the test fails (never skips).
+pub fn triton_python() -> PathBuf {
+    let p = repo(".venv-triton/bin/python");
+    assert!(
+        p.exists(),
+        "no Triton Inference Server for the upstream tests: {} is missing — run \
+         `make testenv-triton` (scripts/triton-env.sh installs PyPI's nvidia-pytriton, which \
+         ships tritonserver, into .venv-triton made from Debian's python3.11)",
+        p.display()
+    );
+    p
+}
+
 /// A loopback TCP port nobody listens on (now).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -79,8 +94,11 @@ pub fn http_status(port: u16, path: &str) -> Option<u16> {
 pub struct PyServer {
     child: Option<Child>,
     pub port: u16,
+    python: PathBuf,
     args: Vec<String>,
     ready_path: String,
+    /// How long start() waits for readiness.
+    start_timeout: Duration,
 }
 
 impl PyServer {
@@ -90,6 +108,8 @@ impl PyServer {
         let mut s = PyServer {
             child: None,
             port,
+            python: python(),
+            start_timeout: Duration::from_secs(90),
             args: vec![
                 repo("testdata/kserve/models.py").display().to_string(),
                 "--http_port".into(),
@@ -107,12 +127,40 @@ impl PyServer {
         let mut s = PyServer {
             child: None,
             port,
+            python: python(),
+            start_timeout: Duration::from_secs(90),
             args: vec![
                 repo("testdata/openai_server.py").display().to_string(),
                 "--port".into(),
                 port.to_string(),
             ],
             ready_path: "/health".into(),
+        };
+        s.start();
+        s
+    }
+
+    /// The real Triton Inference Server (PyPI nvidia-pytriton's
+    /// tritonserver) serving the Python-backend models of
+    /// testdata/triton/models, HTTP only. testdata/triton/serve.py execs
+    /// tritonserver, so killing the child kills the server (its Python
+    /// backend stubs exit with it). Ready = `/v2/health/ready` (with
+    /// --strict-readiness: every model loaded).
+    pub fn triton() -> PyServer {
+        let port = free_port();
+        let mut s = PyServer {
+            child: None,
+            port,
+            python: triton_python(),
+            // Six models, one Python stub process each; about 7 s on an
+            // idle 2-core machine, more while other tests build or run.
+            start_timeout: Duration::from_secs(180),
+            args: vec![
+                repo("testdata/triton/serve.py").display().to_string(),
+                "--http-port".into(),
+                port.to_string(),
+            ],
+            ready_path: "/v2/health/ready".into(),
         };
         s.start();
         s
@@ -129,7 +177,7 @@ impl PyServer {
             std::env::temp_dir().join(format!("tensorwire-pyserver-{}.log", self.port)),
         )
         .unwrap();
-        let child = Command::new(python())
+        let child = Command::new(&self.python)
             .args(&self.args)
             .current_dir(repo("testdata"))
             .stdin(Stdio::null())
@@ -151,12 +199,20 @@ impl PyServer {
                 );
             }
             assert!(
-                t0.elapsed() < Duration::from_secs(90),
-                "{:?} not ready after 90 s",
-                self.args
+                t0.elapsed() < self.start_timeout,
+                "{:?} not ready after {:?} (log in {})",
+                self.args,
+                self.start_timeout,
+                std::env::temp_dir().display()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// The server's process id (for the Triton server: tritonserver's
+    /// own, serve.py execs it).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server running").id()
     }
 
     /// Kills the process (SIGKILL) and waits for it.
@@ -224,6 +280,32 @@ impl FakeServer {
             stop,
             requests,
         }
+    }
+
+    /// The real Triton Inference Server (PyPI nvidia-pytriton's
+    /// tritonserver) serving the Python-backend models of
+    /// testdata/triton/models, HTTP only. testdata/triton/serve.py execs
+    /// tritonserver, so killing the child kills the server (its Python
+    /// backend stubs exit with it). Ready = `/v2/health/ready` (with
+    /// --strict-readiness: every model loaded).
+    pub fn triton() -> PyServer {
+        let port = free_port();
+        let mut s = PyServer {
+            child: None,
+            port,
+            python: triton_python(),
+            // Six models, one Python stub process each; about 7 s on an
+            // idle 2-core machine, more while other tests build or run.
+            start_timeout: Duration::from_secs(180),
+            args: vec![
+                repo("testdata/triton/serve.py").display().to_string(),
+                "--http-port".into(),
+                port.to_string(),
+            ],
+            ready_path: "/v2/health/ready".into(),
+        };
+        s.start();
+        s
     }
 
     pub fn url(&self) -> String {

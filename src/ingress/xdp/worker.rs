@@ -265,7 +265,7 @@ impl XdpQueue {
             // kernel's NAPI work on veth.
             // The handler's model-server connections (an epoll fd) wake
             // us too.
-            let upstream_fd = handler.upstream_fd();
+            let wake_fd = handler.wake_fd();
             let mut pfds = [
                 libc::pollfd {
                     fd,
@@ -273,7 +273,7 @@ impl XdpQueue {
                     revents: 0,
                 },
                 libc::pollfd {
-                    fd: upstream_fd.unwrap_or(-1),
+                    fd: wake_fd.unwrap_or(-1),
                     events: libc::POLLIN,
                     revents: 0,
                 },
@@ -290,7 +290,7 @@ impl XdpQueue {
             self.receive(handler);
             if pfds[1].revents != 0 {
                 let mut sink = self.sink();
-                handler.on_upstream_ready(Instant::now(), &mut sink);
+                handler.on_wake(Instant::now(), &mut sink);
             }
             let now = Instant::now();
             if handler.next_deadline().is_some_and(|d| d <= now) {

@@ -1,11 +1,14 @@
 //! The `tensorwire` command line. Errors get context here (anyhow); the
-//! library's errors are typed.
+//! library's errors are typed. `demo.rs` is the end-to-end demo,
+//! `test_server.rs` starts the KServe test server for the benches.
 
-use crate::client::{load_image, npy, Client, Faults, OutputGeometry, RawImage, Reply};
+mod demo;
+mod test_server;
+
+use crate::client::{load_image, npy, Client, Faults, OutputGeometry, Reply};
 use crate::config::Config;
-use crate::pipeline::{Pipelines, Plan};
-use crate::server::{serve_udp, RunningProxy};
-use crate::transform::{reference, Tensor};
+use crate::server::serve_udp;
+use crate::transform::Tensor;
 use crate::wire::PixelFormat;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -84,6 +87,10 @@ enum Command {
         /// median and the range (robust against other jobs on the machine).
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// Measure only what a 602 KB echo reply costs the socket ingress,
+        /// with and without UDP GSO (loopback; no root needed).
+        #[arg(long)]
+        replies: bool,
     },
     /// Latency and requests/s the proxy adds in front of a KServe server:
     /// 640x480 photo -> 224x224 FP32 identity model, via tensorwire vs the
@@ -204,7 +211,7 @@ pub fn main() -> ExitCode {
             overlap,
             send,
         } => send_text(&file, &server, pipeline, overlap, &send),
-        Command::Demo { image, text } => demo(&image, &text),
+        Command::Demo { image, text } => demo::demo(&image, &text),
         Command::BenchUpstream {
             url,
             python,
@@ -212,7 +219,16 @@ pub fn main() -> ExitCode {
             seconds,
             clients,
         } => bench_upstream(url, &python, &testdata, seconds, clients),
-        Command::Bench { seconds, rounds } => crate::bench::run(seconds, rounds).map(|report| {
+        Command::Bench {
+            seconds,
+            rounds,
+            replies,
+        } => if replies {
+            crate::bench::replies::report(seconds, rounds)
+        } else {
+            crate::bench::run(seconds, rounds)
+        }
+        .map(|report| {
             println!("{report}");
             ExitCode::SUCCESS
         }),
@@ -276,16 +292,6 @@ fn client(s: &ServerArgs) -> Result<Client> {
     Ok(c)
 }
 
-/// A KServe server process started for the bench; killed on drop.
-struct KserveProcess(std::process::Child);
-
-impl Drop for KserveProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn bench_upstream(
     url: Option<String>,
     python: &Path,
@@ -293,39 +299,12 @@ fn bench_upstream(
     seconds: f64,
     clients: usize,
 ) -> Result<ExitCode> {
-    let mut _server = None;
-    let url = match url {
-        Some(u) => u,
+    // Started here unless a URL is given; killed when this returns.
+    let (url, _server) = match url {
+        Some(u) => (u, None),
         None => {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")?
-                .local_addr()?
-                .port();
-            let child = std::process::Command::new(python)
-                .arg(testdata.join("kserve/models.py"))
-                .args(["--http_port", &port.to_string()])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .with_context(|| format!("start {} (run `make testenv`)", python.display()))?;
-            _server = Some(KserveProcess(child));
-            let url = format!("http://127.0.0.1:{port}");
-            let parsed = crate::upstream::HttpUrl::parse(&url).map_err(anyhow::Error::msg)?;
-            let t0 = Instant::now();
-            while crate::upstream::check_ready(
-                crate::upstream::UpstreamKind::Kserve,
-                &parsed,
-                "identity",
-                "",
-                Duration::from_millis(500),
-            )
-            .is_err()
-            {
-                if t0.elapsed() > Duration::from_secs(90) {
-                    bail!("the KServe server at {url} is not ready after 90 s");
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            url
+            let s = test_server::KserveProcess::start(python, testdata)?;
+            (s.url.clone(), Some(s))
         }
     };
     eprintln!(
@@ -351,7 +330,7 @@ fn describe(s: &ServerArgs) -> Result<ExitCode> {
             };
             let r =
                 crate::upstream::HttpUrl::parse(u["url"].as_str().unwrap_or("")).and_then(|url| {
-                    crate::upstream::check_ready(
+                    crate::http_pool::blocking::check_ready(
                         kind,
                         &url,
                         u["model"].as_str().unwrap_or(""),
@@ -489,209 +468,10 @@ fn print_tensor(t: &Tensor) {
     );
 }
 
-/// The demo: a proxy and a client, one image (rows and tiles) and one
-/// text, each checked against the same transform computed here. Over
-/// AF_XDP between two private network namespaces when this process may
-/// create them (root, iproute2); otherwise over a UDP socket on loopback.
-fn demo(image: &Path, text: &Path) -> Result<ExitCode> {
-    let cfg = Config::builtin();
-    let img = load_image(image, None).with_context(|| {
-        format!(
-            "cannot decode {} (run from the repository root)",
-            image.display()
-        )
-    })?;
-    let body = std::fs::read(text).with_context(|| format!("cannot read {}", text.display()))?;
-    match crate::netns::Netns::new(1) {
-        Some(net) => match demo_xdp(&cfg, &net, img.clone(), body.clone(), image, text) {
-            Ok(ok) => return Ok(exit(ok)),
-            Err(e) => println!("AF_XDP not possible here ({e:#}): falling back to a UDP socket on loopback"),
-        },
-        None => println!("not root or no iproute2: no private network for AF_XDP; falling back to a UDP socket on loopback"),
-    }
-    let proxy = RunningProxy::spawn(cfg.clone(), "127.0.0.1:0".parse().unwrap())?;
-    println!(
-        "tensorwire demo: proxy on udp://{} (socket ingress, echo upstream)",
-        proxy.addr
-    );
-    let ok = demo_client(&cfg, proxy.addr, &img, &body, image, text)?;
-    let (stats, _) = proxy.stop()?;
-    println!("proxy counters: {stats}");
-    Ok(exit(ok))
-}
-
 fn exit(ok: bool) -> ExitCode {
     if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     }
-}
-
-fn demo_xdp(
-    cfg: &Config,
-    net: &crate::netns::Netns,
-    img: RawImage,
-    body: Vec<u8>,
-    image: &Path,
-    text: &Path,
-) -> Result<bool> {
-    let mut pcfg = cfg.clone();
-    pcfg.ingress.interface = net.proxy_if.clone();
-    pcfg.ingress.listen = "0.0.0.0:7878".parse().unwrap();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
-    let proxy = crate::netns::Netns::run_in(&net.proxy_ns, move || -> Result<_> {
-        let p = crate::server::XdpProxy::start(&pcfg, 0);
-        let p = match p {
-            Ok(p) => {
-                ready_tx.send(Ok(p.mode())).ok();
-                p
-            }
-            Err(e) => {
-                ready_tx.send(Err(format!("{e:#}"))).ok();
-                return Err(e);
-            }
-        };
-        stop_rx.recv().ok();
-        let counters = p.counters()?;
-        Ok((p.stop()?, counters))
-    });
-    let mode = ready_rx
-        .recv()
-        .map_err(|_| anyhow::anyhow!("proxy thread ended"))?
-        .map_err(anyhow::Error::msg)?;
-    println!(
-        "tensorwire demo: AF_XDP ingress ({mode} XDP) on {} ({}:7878) in network namespace {}; client in {}",
-        net.proxy_if, net.proxy_ip, net.proxy_ns, net.client_ns
-    );
-    let server: SocketAddr = format!("{}:7878", net.proxy_ip).parse()?;
-    let (cfg2, image, text) = (cfg.clone(), image.to_path_buf(), text.to_path_buf());
-    let client = crate::netns::Netns::run_in(&net.client_ns, move || {
-        demo_client(&cfg2, server, &img, &body, &image, &text)
-    });
-    let ok = client
-        .join()
-        .map_err(|_| anyhow::anyhow!("client thread panicked"));
-    stop_tx.send(()).ok();
-    let (workers, counters) = proxy
-        .join()
-        .map_err(|_| anyhow::anyhow!("proxy thread panicked"))??;
-    println!("XDP program counters: {counters:?}");
-    for (stats, q) in workers {
-        println!(
-            "queue {} ({} copy): {stats} | frames {} replies {}",
-            q.queue,
-            if q.zero_copy { "zero" } else { "kernel" },
-            q.frames_received,
-            q.replies_sent
-        );
-    }
-    ok?
-}
-
-fn demo_client(
-    cfg: &Config,
-    server: SocketAddr,
-    img: &RawImage,
-    body: &[u8],
-    image: &Path,
-    text: &Path,
-) -> Result<bool> {
-    let pipelines = Pipelines::build(cfg)?;
-    let mut c = Client::connect(server)?;
-    let d = c.describe()?;
-    for p in d["pipelines"].as_array().into_iter().flatten() {
-        println!(
-            "  pipeline {} {:<9} {:<5} -> {}",
-            p["id"],
-            p["name"].as_str().unwrap_or(""),
-            p["kind"].as_str().unwrap_or(""),
-            p["upstream"].as_str().unwrap_or("")
-        );
-    }
-    let mut ok = true;
-    let Plan::Image(plan) = &pipelines.get(0).plan else {
-        bail!("pipeline 1 is not an image pipeline")
-    };
-    let expected = plan.run_whole(&img.data, img.width, img.height, img.format);
-    let faults = Faults {
-        reorder: true,
-        dup: 0.05,
-        seed: 7,
-        ..Faults::default()
-    };
-    for (label, tiles) in [("rows", None), ("tiles", Some(geometry(&d, 1)?))] {
-        let t0 = Instant::now();
-        let reply = c.send_image(1, img, tiles, 1472, &faults)?;
-        let took = t0.elapsed();
-        let t = reply.tensors().map_err(anyhow::Error::msg)?;
-        println!(
-            "image {} {}x{} {} as {label} (shuffled, 5% duplicated) -> {:.1} ms",
-            image.display(),
-            img.width,
-            img.height,
-            img.format.name(),
-            took.as_secs_f64() * 1e3
-        );
-        print_tensor(&t[0]);
-        let exact = t[0].data == expected;
-        ok &= exact;
-        println!(
-            "  equals the pipeline's transform computed locally: {}",
-            if exact { "yes, bit for bit" } else { "NO" }
-        );
-    }
-    // How far the fixed-point Pillow emulation is from the image crate's f32 resize.
-    let ours = crate::transform::resize::resize_image(
-        &plan.resize_plan(img.width, img.height),
-        &img.data,
-        img.format.channels(),
-        &mut Vec::new(),
-    );
-    let theirs = reference::image_crate_resize(
-        &img.data,
-        img.width,
-        img.height,
-        img.format,
-        plan.out_width(),
-        plan.out_height(),
-    );
-    let max = ours
-        .iter()
-        .zip(&theirs)
-        .map(|(a, b)| a.abs_diff(*b))
-        .max()
-        .unwrap_or(0);
-    let same = ours.iter().zip(&theirs).filter(|(a, b)| a == b).count() as f64 / ours.len() as f64;
-    println!(
-        "  resized pixels vs the image crate's Triangle resize: {:.1}% equal, max difference {max}",
-        same * 100.0
-    );
-
-    let Plan::Text(tplan) = &pipelines.get(1).plan else {
-        bail!("pipeline 2 is not a text pipeline")
-    };
-    let t0 = Instant::now();
-    let reply = c.send_text(2, body, 64, 1472, &faults)?;
-    let took = t0.elapsed();
-    let t = reply.tensors().map_err(anyhow::Error::msg)?;
-    println!(
-        "text {} ({} bytes, chunks overlap 64 bytes) -> {:.1} ms",
-        text.display(),
-        body.len(),
-        took.as_secs_f64() * 1e3
-    );
-    for x in &t {
-        print_tensor(x);
-    }
-    let want = reference::whole_text_tensors(tplan, std::str::from_utf8(body)?)
-        .map_err(anyhow::Error::msg)?;
-    let exact = t == want;
-    ok &= exact;
-    println!(
-        "  equals the tokenizers crate on the whole text: {}",
-        if exact { "yes" } else { "NO" }
-    );
-    Ok(ok)
 }

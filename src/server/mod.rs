@@ -1,9 +1,14 @@
-//! Running the proxy: the core behind an ingress, in this thread or a
-//! spawned one (tests, the demo).
+//! Running the proxy: workers (core + model-server connections) behind an
+//! ingress, in this thread or spawned ones (tests, the demo). This is the
+//! wiring layer: it reads the configuration and builds each layer from it.
+
+mod worker;
+
+pub use worker::Worker;
 
 use crate::config::Config;
 use crate::ingress::udp::{UdpIngress, UdpStats};
-use crate::proxy::{Proxy, Stats};
+use crate::proxy::Stats;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,19 +26,19 @@ pub struct RunningProxy {
 impl RunningProxy {
     /// Builds the core from `config` and serves on `addr` (port 0: any).
     pub fn spawn(config: Config, addr: SocketAddr) -> anyhow::Result<RunningProxy> {
-        let mut proxy = Proxy::from_config(config.clone())?;
-        proxy.check_upstreams_ready(READY_TIMEOUT);
-        let mut ingress = UdpIngress::bind_addr(addr, &config.ingress, config.limits.max_datagram)?;
+        let mut worker = Worker::new(config.build_proxy()?)?;
+        worker.check_upstreams_ready(READY_TIMEOUT);
+        let mut ingress = UdpIngress::bind(addr, &config.udp_settings())?;
         let addr = ingress.local_addr()?;
         let shutdown = Arc::new(AtomicBool::new(false));
         let flag = shutdown.clone();
         let handle = std::thread::Builder::new()
             .name("tensorwire-udp".into())
             .spawn(move || {
-                ingress.run(&mut proxy, &flag, |_, _| {})?;
+                ingress.run(&mut worker, &flag, |_, _| {})?;
                 let mut dropped = Vec::new();
-                proxy.shutdown(std::time::Instant::now(), &mut dropped);
-                Ok((proxy.stats(), ingress.stats.clone()))
+                worker.shutdown(std::time::Instant::now(), &mut dropped);
+                Ok((worker.stats(), ingress.stats.clone()))
             })?;
         Ok(RunningProxy {
             addr,
@@ -64,17 +69,17 @@ impl Drop for RunningProxy {
 
 /// Serves in this thread until `shutdown` is set, logging progress.
 pub fn serve_udp(config: &Config, shutdown: &AtomicBool) -> anyhow::Result<(Stats, UdpStats)> {
-    let mut proxy = Proxy::from_config(config.clone())?;
-    proxy.check_upstreams_ready(READY_TIMEOUT);
-    let mut ingress = UdpIngress::bind(&config.ingress, config.limits.max_datagram)
+    let mut worker = Worker::new(config.build_proxy()?)?;
+    worker.check_upstreams_ready(READY_TIMEOUT);
+    let mut ingress = UdpIngress::bind(config.ingress.listen, &config.udp_settings())
         .map_err(|e| anyhow::anyhow!("cannot bind {}: {e}", config.ingress.listen))?;
     tracing::info!(listen = %ingress.local_addr()?, mode = "socket", pipelines = config.pipelines.len(), "tensorwire serving");
     let board = start_admin(config)?;
     let log_every = config.stats.log_interval_ms;
     let mut since_log = 0u64;
     ingress.log_every(Some(PUBLISH_EVERY));
-    ingress.run(&mut proxy, shutdown, |p, u| {
-        let stats = p.stats();
+    ingress.run(&mut worker, shutdown, |w, u| {
+        let stats = w.stats();
         since_log += PUBLISH_EVERY.as_millis() as u64;
         if log_every > 0 && since_log >= log_every {
             since_log = 0;
@@ -90,7 +95,7 @@ pub fn serve_udp(config: &Config, shutdown: &AtomicBool) -> anyhow::Result<(Stat
             b.publish("socket", u);
         }
     })?;
-    Ok((proxy.stats(), ingress.stats.clone()))
+    Ok((worker.stats(), ingress.stats.clone()))
 }
 
 /// How long the start-up readiness check waits for each upstream.
@@ -146,7 +151,7 @@ impl XdpProxy {
             !ifname.is_empty(),
             "ingress.interface is empty: AF_XDP needs an interface"
         );
-        let pipelines = crate::pipeline::Pipelines::build(config)?;
+        let pipelines = config.build_pipelines()?;
         let xdp = &config.ingress.xdp;
         let program =
             SteeringProgram::attach(ifname, config.ingress.listen.port(), &xdp.allowlist)?;
@@ -159,9 +164,9 @@ impl XdpProxy {
         let mut workers = Vec::new();
         for q in 0..queues {
             let mut queue = worker::XdpQueue::bind(ifname, q, &program, xdp)?;
-            let mut proxy = Proxy::new(config.clone(), pipelines.clone())?;
+            let mut worker = Worker::new(config.build_proxy_with(pipelines.clone())?)?;
             if q == 0 {
-                proxy.check_upstreams_ready(READY_TIMEOUT);
+                worker.check_upstreams_ready(READY_TIMEOUT);
             }
             let flag = shutdown.clone();
             let cores = std::thread::available_parallelism()
@@ -175,13 +180,13 @@ impl XdpProxy {
                         if cores > 1 {
                             pin_to_core(q as usize % cores);
                         }
-                        queue.run(&mut proxy, &flag, PUBLISH_EVERY, |p, w| {
+                        queue.run(&mut worker, &flag, PUBLISH_EVERY, |w, x| {
                             if let Some(b) = &board {
-                                let v = serde_json::json!({"proxy": p.stats(), "af_xdp": w});
+                                let v = serde_json::json!({"proxy": w.stats(), "af_xdp": x});
                                 b.publish(&format!("queue{q}"), v);
                             }
                         })?;
-                        Ok((proxy.stats(), queue.stats.clone()))
+                        Ok((worker.stats(), queue.stats.clone()))
                     })?,
             );
         }

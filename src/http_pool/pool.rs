@@ -1,262 +1,20 @@
-//! An HTTP/1.1 client for the event loop: a keep-alive connection pool
-//! per upstream on mio, one request per connection at a time (no
-//! pipelining), responses parsed with httparse (Content-Length, chunked,
-//! or until close). Timeouts are deadlines the owner checks with
-//! [`Pool::on_timer`]; nothing here blocks or sleeps.
+//! A keep-alive HTTP/1.1 connection pool to one model server on mio: one
+//! request per connection at a time (no pipelining), non-blocking
+//! connects, deadlines the owner checks with [`Pool::on_timer`]; nothing
+//! here blocks or sleeps. The bytes are the codec's
+//! ([`crate::upstream::codec`]).
 
-use super::breaker::Backoff;
+use crate::upstream::breaker::Backoff;
+use crate::upstream::codec::{
+    HttpError, HttpResponse, ResponseParser, MAX_HEAD, MAX_RESPONSE_BODY,
+};
+use crate::upstream::{CallError, CallId, CallResult, PoolStats};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-
-/// Why a call failed. `Unavailable`-class errors mean the server could
-/// not be reached or did not answer; `Malformed` that it answered
-/// something that is not HTTP.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum HttpError {
-    #[error("connect to {0}: {1}")]
-    Connect(SocketAddr, String),
-    #[error("connection to {0} lost: {1}")]
-    Io(SocketAddr, String),
-    #[error("no answer from {0} within {1} ms")]
-    Timeout(SocketAddr, u64),
-    #[error("malformed HTTP answer from {0}: {1}")]
-    Malformed(SocketAddr, String),
-    #[error("{0} reconnecting after failures (next attempt in {1} ms)")]
-    Backoff(SocketAddr, u64),
-}
-
-impl HttpError {
-    /// Whether the server is unreachable (as opposed to answering badly).
-    pub fn is_unavailable(&self) -> bool {
-        !matches!(self, HttpError::Malformed(..))
-    }
-}
-
-/// A parsed response.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct HttpResponse {
-    pub status: u16,
-    /// Header names lower-cased.
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-    /// The server keeps the connection open for the next request.
-    pub keep_alive: bool,
-}
-
-impl HttpResponse {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Serializes a request: `POST`/`GET` with a body (may be empty).
-pub fn encode_request(
-    method: &str,
-    host: &str,
-    path: &str,
-    extra_headers: &[(&str, String)],
-    content_type: &str,
-    body: &[u8],
-) -> Vec<u8> {
-    let mut head =
-        format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: tensorwire\r\n");
-    if !body.is_empty() || method == "POST" {
-        head.push_str(&format!(
-            "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    for (k, v) in extra_headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    let mut out = Vec::with_capacity(head.len() + body.len());
-    out.extend_from_slice(head.as_bytes());
-    out.extend_from_slice(body);
-    out
-}
-
-/// How the body of a parsed head is delimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BodyKind {
-    Length(usize),
-    Chunked,
-    UntilClose,
-}
-
-#[derive(Debug, Clone)]
-struct Head {
-    len: usize,
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: BodyKind,
-    keep_alive: bool,
-}
-
-/// Incremental response parser over a growing buffer.
-#[derive(Debug, Default)]
-pub struct ResponseParser {
-    head: Option<Head>,
-}
-
-/// Responses larger than this are refused as malformed (bounded memory).
-pub const MAX_RESPONSE_BODY: usize = 256 << 20;
-const MAX_HEAD: usize = 64 << 10;
-
-impl ResponseParser {
-    /// Tries to complete a response from `buf` (everything read so far);
-    /// `eof` says the peer closed. Ok(None): need more bytes.
-    pub fn parse(&mut self, buf: &[u8], eof: bool) -> Result<Option<HttpResponse>, String> {
-        if self.head.is_none() {
-            let mut headers = [httparse::EMPTY_HEADER; 48];
-            let mut r = httparse::Response::new(&mut headers);
-            match r.parse(buf) {
-                Ok(httparse::Status::Complete(len)) => {
-                    let status = r.code.unwrap_or(0);
-                    let http10 = r.version == Some(0);
-                    let headers: Vec<(String, String)> = r
-                        .headers
-                        .iter()
-                        .map(|h| {
-                            (
-                                h.name.to_ascii_lowercase(),
-                                String::from_utf8_lossy(h.value).trim().to_string(),
-                            )
-                        })
-                        .collect();
-                    let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v);
-                    let chunked = get("transfer-encoding")
-                        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-                    let body = if chunked {
-                        BodyKind::Chunked
-                    } else if let Some(v) = get("content-length") {
-                        let n: usize =
-                            v.parse().map_err(|_| format!("bad Content-Length `{v}`"))?;
-                        if n > MAX_RESPONSE_BODY {
-                            return Err(format!("body of {n} bytes is too large"));
-                        }
-                        BodyKind::Length(n)
-                    } else if status == 204 || status == 304 || (100..200).contains(&status) {
-                        BodyKind::Length(0)
-                    } else {
-                        BodyKind::UntilClose
-                    };
-                    let close = get("connection")
-                        .map(|v| v.to_ascii_lowercase())
-                        .is_some_and(|v| v.contains("close"));
-                    let keep_alive = !close && !http10 && body != BodyKind::UntilClose;
-                    self.head = Some(Head {
-                        len,
-                        status,
-                        headers,
-                        body,
-                        keep_alive,
-                    });
-                }
-                Ok(httparse::Status::Partial) => {
-                    if buf.len() > MAX_HEAD {
-                        return Err("response head larger than 64 KiB".into());
-                    }
-                    if eof {
-                        return Err(if buf.is_empty() {
-                            "connection closed before any answer".into()
-                        } else {
-                            "connection closed inside the response head".into()
-                        });
-                    }
-                    return Ok(None);
-                }
-                Err(e) => return Err(format!("response head: {e}")),
-            }
-        }
-        let head = self.head.as_ref().expect("parsed above");
-        let rest = &buf[head.len..];
-        let body = match head.body {
-            BodyKind::Length(n) => {
-                if rest.len() < n {
-                    if eof {
-                        return Err(format!(
-                            "connection closed after {} of {n} body bytes",
-                            rest.len()
-                        ));
-                    }
-                    return Ok(None);
-                }
-                rest[..n].to_vec()
-            }
-            BodyKind::UntilClose => {
-                if rest.len() > MAX_RESPONSE_BODY {
-                    return Err("body too large".into());
-                }
-                if !eof {
-                    return Ok(None);
-                }
-                rest.to_vec()
-            }
-            BodyKind::Chunked => match decode_chunked(rest)? {
-                Some(b) => b,
-                None if eof => return Err("connection closed inside a chunked body".into()),
-                None => return Ok(None),
-            },
-        };
-        let head = self.head.take().expect("parsed above");
-        Ok(Some(HttpResponse {
-            status: head.status,
-            headers: head.headers,
-            body,
-            keep_alive: head.keep_alive,
-        }))
-    }
-
-    pub fn reset(&mut self) {
-        self.head = None;
-    }
-}
-
-/// Decodes a complete chunked body, or None if more bytes are needed.
-fn decode_chunked(mut b: &[u8]) -> Result<Option<Vec<u8>>, String> {
-    let mut out = Vec::new();
-    loop {
-        let (used, size) = match httparse::parse_chunk_size(b) {
-            Ok(httparse::Status::Complete(x)) => x,
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(_) => return Err("bad chunk size".into()),
-        };
-        let size = usize::try_from(size).map_err(|_| "chunk too large".to_string())?;
-        if out.len() + size > MAX_RESPONSE_BODY {
-            return Err("chunked body too large".into());
-        }
-        b = &b[used..];
-        if size == 0 {
-            // Trailers (ignored) end with an empty line.
-            let mut rest = b;
-            loop {
-                let Some(i) = rest.windows(2).position(|w| w == b"\r\n") else {
-                    return Ok(None);
-                };
-                if i == 0 {
-                    return Ok(Some(out));
-                }
-                rest = &rest[i + 2..];
-            }
-        }
-        if b.len() < size + 2 {
-            return Ok(None);
-        }
-        if &b[size..size + 2] != b"\r\n" {
-            return Err("chunk not followed by CRLF".into());
-        }
-        out.extend_from_slice(&b[..size]);
-        b = &b[size + 2..];
-    }
-}
 
 /// Pool settings.
 #[derive(Debug, Clone)]
@@ -269,31 +27,6 @@ pub struct PoolConfig {
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
 }
-
-/// Counters of one pool.
-#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct PoolStats {
-    pub calls: u64,
-    /// Calls queued or on a connection now.
-    pub calls_in_flight: u64,
-    pub calls_ok: u64,
-    pub calls_unavailable: u64,
-    pub calls_timed_out: u64,
-    pub calls_malformed: u64,
-    /// Calls refused because the queue was full.
-    pub calls_overloaded: u64,
-    /// Open TCP connections now (connecting included).
-    pub connections_open: u64,
-    pub connects: u64,
-    pub connect_failures: u64,
-    /// Connections opened after a failure or a lost connection.
-    pub reconnects: u64,
-    /// Calls resent once because a kept-alive connection was found closed.
-    pub stale_retries: u64,
-}
-
-/// One call's identity (chosen by the pool).
-pub type CallId = u64;
 
 #[derive(Debug)]
 struct Call {
@@ -342,11 +75,10 @@ pub struct Pool {
     conns: Vec<Option<Conn>>,
     queue: VecDeque<Call>,
     backoff: Backoff,
-    next_id: CallId,
     /// Set once a connection has failed or been lost: the next connect is
     /// a reconnect.
     lost: bool,
-    done: Vec<(CallId, Result<HttpResponse, HttpError>)>,
+    done: Vec<(CallId, CallResult)>,
     pub stats: PoolStats,
 }
 
@@ -358,7 +90,6 @@ impl Pool {
             cfg,
             token_base,
             queue: VecDeque::new(),
-            next_id: 1,
             lost: false,
             done: Vec::new(),
             stats: PoolStats::default(),
@@ -382,10 +113,11 @@ impl Pool {
     /// free. The answer comes from [`Pool::take_done`].
     pub fn submit(
         &mut self,
+        id: CallId,
         request: Vec<u8>,
         now: Instant,
         registry: &Registry,
-    ) -> Result<CallId, SubmitError> {
+    ) -> Result<(), SubmitError> {
         if self.queue.len() >= self.cfg.max_pending {
             self.stats.calls_overloaded += 1;
             return Err(SubmitError::Overloaded);
@@ -401,8 +133,6 @@ impl Pool {
                 )));
             }
         }
-        let id = self.next_id;
-        self.next_id += 1;
         self.stats.calls += 1;
         self.stats.calls_in_flight += 1;
         self.queue.push_back(Call {
@@ -412,7 +142,7 @@ impl Pool {
             retried: false,
         });
         self.dispatch(now, registry);
-        Ok(id)
+        Ok(())
     }
 
     pub fn has_done(&self) -> bool {
@@ -420,7 +150,7 @@ impl Pool {
     }
 
     /// Completed calls since the last take.
-    pub fn take_done(&mut self, into: &mut Vec<(CallId, Result<HttpResponse, HttpError>)>) {
+    pub fn take_done(&mut self, into: &mut Vec<(CallId, CallResult)>) {
         into.append(&mut self.done);
     }
 
@@ -432,7 +162,7 @@ impl Pool {
             Err(HttpError::Malformed(..)) => self.stats.calls_malformed += 1,
             Err(_) => self.stats.calls_unavailable += 1,
         }
-        self.done.push((id, r));
+        self.done.push((id, r.map_err(CallError::Failed)));
     }
 
     /// Hands queued calls to idle connections, opening connections as
@@ -762,127 +492,9 @@ impl Pool {
     }
 }
 
-/// A blocking GET for start-up checks (readiness), not for the hot path.
-pub fn get_blocking(
-    addr: SocketAddr,
-    host: &str,
-    path: &str,
-    timeout: Duration,
-) -> Result<HttpResponse, HttpError> {
-    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)
-        .map_err(|e| HttpError::Connect(addr, e.to_string()))?;
-    let io_err = |e: io::Error| HttpError::Io(addr, e.to_string());
-    s.set_read_timeout(Some(timeout)).map_err(io_err)?;
-    s.set_write_timeout(Some(timeout)).map_err(io_err)?;
-    let req = encode_request(
-        "GET",
-        host,
-        path,
-        &[("Connection", "close".into())],
-        "",
-        &[],
-    );
-    s.write_all(&req).map_err(io_err)?;
-    let mut buf = Vec::new();
-    let mut parser = ResponseParser::default();
-    let mut chunk = [0u8; 8192];
-    loop {
-        let n = match s.read(&mut chunk) {
-            Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err(HttpError::Timeout(addr, timeout.as_millis() as u64))
-            }
-            Err(e) => return Err(io_err(e)),
-        };
-        buf.extend_from_slice(&chunk[..n]);
-        match parser.parse(&buf, n == 0) {
-            Ok(Some(r)) => return Ok(r),
-            Ok(None) => {}
-            Err(m) => return Err(HttpError::Malformed(addr, m)),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn parse_all(bytes: &[u8]) -> Result<HttpResponse, String> {
-        // Feed byte by byte: every prefix must ask for more, the whole
-        // must complete.
-        let mut p = ResponseParser::default();
-        for i in 0..bytes.len() {
-            if let Some(r) = p.parse(&bytes[..i], false)? {
-                panic!("completed early at {i}: {r:?}");
-            }
-        }
-        p.parse(bytes, false)?
-            .ok_or_else(|| "incomplete".to_string())
-    }
-
-    #[test]
-    fn content_length_and_headers() {
-        let r = parse_all(
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nInference-Header-Content-Length: 2\r\nContent-Length: 5\r\n\r\n{}abc",
-        )
-        .unwrap();
-        assert_eq!(r.status, 200);
-        assert_eq!(r.body, b"{}abc");
-        assert_eq!(r.header("inference-header-content-length"), Some("2"));
-        assert!(r.keep_alive);
-    }
-
-    #[test]
-    fn chunked_with_trailer() {
-        let r = parse_all(
-            b"HTTP/1.1 500 Internal Server Error\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n3;ext=1\r\nefg\r\n0\r\nX-T: 1\r\n\r\n",
-        )
-        .unwrap();
-        assert_eq!(r.status, 500);
-        assert_eq!(r.body, b"abcdefg");
-    }
-
-    #[test]
-    fn until_close_and_connection_close() {
-        let mut p = ResponseParser::default();
-        let b = b"HTTP/1.0 200 OK\r\n\r\nhello";
-        assert_eq!(p.parse(b, false).unwrap(), None);
-        let r = p.parse(b, true).unwrap().unwrap();
-        assert_eq!(r.body, b"hello");
-        assert!(!r.keep_alive);
-        let r = parse_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
-            .unwrap();
-        assert!(!r.keep_alive);
-    }
-
-    #[test]
-    fn malformed_answers_are_errors() {
-        let mut p = ResponseParser::default();
-        assert!(p.parse(b"garbage garbage\r\n\r\n", false).is_err());
-        let mut p = ResponseParser::default();
-        assert!(p
-            .parse(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", false)
-            .is_err());
-        let mut p = ResponseParser::default();
-        assert!(p
-            .parse(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", true)
-            .is_err());
-        let mut p = ResponseParser::default();
-        assert!(p.parse(b"", true).is_err());
-        let mut p = ResponseParser::default();
-        assert!(p
-            .parse(
-                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-                false
-            )
-            .is_err());
-    }
-
     /// A server answering one request per connection, then closing it
     /// without saying so (`Connection: close` absent): the keep-alive
     /// race.
@@ -927,11 +539,7 @@ mod tests {
     }
 
     /// Drives `pool` until `n` calls are done.
-    fn run_until(
-        pool: &mut Pool,
-        poll: &mut mio::Poll,
-        n: usize,
-    ) -> Vec<(CallId, Result<HttpResponse, HttpError>)> {
+    fn run_until(pool: &mut Pool, poll: &mut mio::Poll, n: usize) -> Vec<(CallId, CallResult)> {
         let mut events = mio::Events::with_capacity(16);
         let mut done = Vec::new();
         let t0 = Instant::now();
@@ -957,15 +565,15 @@ mod tests {
         let (addr, accepted) = one_answer_per_connection();
         let mut poll = mio::Poll::new().unwrap();
         let mut p = pool(addr, 1, 4);
-        let req = encode_request("GET", "x", "/", &[], "", &[]);
-        p.submit(req.clone(), Instant::now(), poll.registry())
+        let req = crate::upstream::codec::encode_request("GET", "x", "/", &[], "", &[]);
+        p.submit(1, req.clone(), Instant::now(), poll.registry())
             .unwrap();
         let d = run_until(&mut p, &mut poll, 1);
         assert_eq!(d[0].1.as_ref().unwrap().body, b"ok");
         // The server has closed; the pool has not looked yet (no events
         // driven): the next call goes out on the dead connection.
         std::thread::sleep(Duration::from_millis(100));
-        p.submit(req, Instant::now(), poll.registry()).unwrap();
+        p.submit(2, req, Instant::now(), poll.registry()).unwrap();
         let d = run_until(&mut p, &mut poll, 1);
         assert_eq!(d[0].1.as_ref().unwrap().body, b"ok");
         assert_eq!(p.stats.stale_retries, 1, "{:?}", p.stats);
@@ -978,15 +586,15 @@ mod tests {
         let (addr, _) = one_answer_per_connection();
         let mut poll = mio::Poll::new().unwrap();
         let mut p = pool(addr, 2, 3);
-        let req = encode_request("GET", "x", "/", &[], "", &[]);
+        let req = crate::upstream::codec::encode_request("GET", "x", "/", &[], "", &[]);
         let now = Instant::now();
         // Two connections being opened, three calls queued: the fourth
         // is refused.
-        for _ in 0..3 {
-            p.submit(req.clone(), now, poll.registry()).unwrap();
+        for id in 0..3 {
+            p.submit(id, req.clone(), now, poll.registry()).unwrap();
         }
         assert_eq!(
-            p.submit(req.clone(), now, poll.registry()),
+            p.submit(3, req.clone(), now, poll.registry()),
             Err(SubmitError::Overloaded)
         );
         assert_eq!(p.stats.connections_open, 2);
@@ -996,22 +604,5 @@ mod tests {
         assert_eq!(p.stats.calls_in_flight, 0);
         p.shutdown(poll.registry());
         assert_eq!(p.stats.connections_open, 0);
-    }
-
-    #[test]
-    fn request_encoding() {
-        let r = encode_request(
-            "POST",
-            "127.0.0.1:8000",
-            "/v2/models/m/infer",
-            &[("Inference-Header-Content-Length", "2".into())],
-            "application/octet-stream",
-            b"{}ab",
-        );
-        let s = String::from_utf8(r).unwrap();
-        assert!(s.starts_with("POST /v2/models/m/infer HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n"));
-        assert!(s.contains("Content-Length: 4\r\n"));
-        assert!(s.contains("Inference-Header-Content-Length: 2\r\n"));
-        assert!(s.ends_with("\r\n\r\n{}ab"));
     }
 }
