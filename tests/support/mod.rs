@@ -306,32 +306,6 @@ impl FakeServer {
         }
     }
 
-    /// The real Triton Inference Server (PyPI nvidia-pytriton's
-    /// tritonserver) serving the Python-backend models of
-    /// testdata/triton/models, HTTP only. testdata/triton/serve.py execs
-    /// tritonserver, so killing the child kills the server (its Python
-    /// backend stubs exit with it). Ready = `/v2/health/ready` (with
-    /// --strict-readiness: every model loaded).
-    pub fn triton() -> PyServer {
-        let port = free_port();
-        let mut s = PyServer {
-            child: None,
-            port,
-            python: triton_python(),
-            // Six models, one Python stub process each; about 7 s on an
-            // idle 2-core machine, more while other tests build or run.
-            start_timeout: Duration::from_secs(180),
-            args: vec![
-                repo("testdata/triton/serve.py").display().to_string(),
-                "--http-port".into(),
-                port.to_string(),
-            ],
-            ready_path: "/v2/health/ready".into(),
-        };
-        s.start();
-        s
-    }
-
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
