@@ -219,6 +219,14 @@ impl AxisCoeffs {
         }
     }
 
+    /// The output indices [a, b) whose windows lie inside the input
+    /// range [lo, hi) (windows are monotonic in both ends).
+    pub fn outputs_inside(&self, lo: u32, hi: u32) -> (u32, u32) {
+        let a = self.windows.partition_point(|w| w.0 < lo);
+        let b = self.windows.partition_point(|w| w.1 <= hi);
+        (a as u32, b.max(a) as u32)
+    }
+
     /// The input range [lo, hi) that output indices [a, b) need.
     pub fn span(&self, a: u32, b: u32) -> (u32, u32) {
         debug_assert!(a < b && b <= self.out_size);
@@ -417,6 +425,10 @@ pub fn horizontal_row(
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         if plan.mode == Resampling::Antialias && ch >= 3 {
+            if std::is_x86_feature_detected!("avxvnni") {
+                // SAFETY: the CPU supports AVX2 and AVX-VNNI.
+                return unsafe { avx2::pillow_rgbx_vnni(plan, row, row_x, ch, out_x0, dst) };
+            }
             // SAFETY: the CPU supports AVX2.
             return unsafe { avx2::pillow_rgbx(plan, row, row_x, ch, out_x0, dst) };
         }
@@ -434,37 +446,39 @@ pub fn horizontal_row(
 /// Pillow's `ss += pixel * k`, wrapping alike.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{ResizePlan, PILLOW_BITS};
+    use super::{AxisCoeffs, ResizePlan, PILLOW_BITS};
     use std::arch::x86_64::*;
 
-    /// Sum of output `o`'s taps, unreduced: lanes 0..4 channels of the
-    /// even tap pairs, lanes 4..8 of the odd ones.
+    /// Sum of output `o`'s first `groups` groups of taps, unreduced: lanes
+    /// 0..4 the channels of taps 0,1 (mod 4), lanes 4..8 of taps 2,3.
+    /// `SAFE`: the 16-byte loads may run past `row` (a zero-padded copy
+    /// then; the bytes past the window weigh 0).
+    // No target_feature: inlined into the AVX2 caller (a target_feature
+    // function cannot be `inline(always)`).
     #[inline(always)]
-    unsafe fn taps_sum(
-        plan: &ResizePlan,
+    unsafe fn taps_sum<const CH: usize, const SAFE: bool, const VNNI: bool>(
+        x: &AxisCoeffs,
         row: &[u8],
-        row_x: u32,
-        ch: usize,
+        first: usize,
         o: usize,
+        groups: usize,
         mask: __m256i,
     ) -> __m256i {
-        let x = &plan.x;
-        let first = (x.taps[o * x.ksize] - row_x) as usize * ch;
-        let groups = (x.lens[o] as usize).div_ceil(4);
         let mut lo = _mm256_setzero_si256();
         let mut hi = _mm256_setzero_si256();
         let k = x.split[o * x.groups * 32..][..groups * 32].as_ptr();
         for g in 0..groups {
-            let off = first + g * 4 * ch;
-            // A group's first tap is in the window, so off < row.len();
-            // near the row's end the 16 bytes come from a copy (the bytes
-            // past the window weigh 0).
-            let p = if off + 16 <= row.len() {
-                // SAFETY: 16 bytes from off are inside `row`.
+            let off = first + g * 4 * CH;
+            let p = if !SAFE {
+                // SAFETY: the caller checked first + (groups-1)*4*CH + 16
+                // <= row.len().
                 unsafe { _mm_loadu_si128(row.as_ptr().add(off) as *const __m128i) }
             } else {
                 let mut tmp = [0u8; 16];
-                tmp[..row.len() - off].copy_from_slice(&row[off..]);
+                if off < row.len() {
+                    let m = (row.len() - off).min(16);
+                    tmp[..m].copy_from_slice(&row[off..off + m]);
+                }
                 // SAFETY: reads the 16-byte local.
                 unsafe { _mm_loadu_si128(tmp.as_ptr() as *const __m128i) }
             };
@@ -476,10 +490,147 @@ mod avx2 {
                     _mm256_loadu_si256(k.add(g * 32 + 16) as *const __m256i),
                 )
             };
-            lo = _mm256_add_epi32(lo, _mm256_madd_epi16(pix, kl));
-            hi = _mm256_add_epi32(hi, _mm256_madd_epi16(pix, kh));
+            if VNNI {
+                // The same multiply-add fused with the accumulation
+                // (wrapping 32-bit, like the add).
+                lo = _mm256_dpwssd_avx_epi32(lo, pix, kl);
+                hi = _mm256_dpwssd_avx_epi32(hi, pix, kh);
+            } else {
+                lo = _mm256_add_epi32(lo, _mm256_madd_epi16(pix, kl));
+                hi = _mm256_add_epi32(hi, _mm256_madd_epi16(pix, kh));
+            }
         }
         _mm256_add_epi32(_mm256_slli_epi32(hi, 11), lo)
+    }
+
+    /// Pixel pairs (t, t+1) of taps 0,1 in the low half, 2,3 in the high
+    /// half: [c0 of t, c0 of t+1, c1.., c2.., c3..] as i16.
+    // No target_feature: inlined into the AVX2 caller (a target_feature
+    // function cannot be `inline(always)`).
+    #[inline(always)]
+    unsafe fn pair_mask<const CH: usize>() -> __m256i {
+        {
+            if CH == 3 {
+                _mm256_setr_epi8(
+                    0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1, -1, //
+                    6, -1, 9, -1, 7, -1, 10, -1, 8, -1, 11, -1, -1, -1, -1, -1,
+                )
+            } else {
+                _mm256_setr_epi8(
+                    0, -1, 4, -1, 1, -1, 5, -1, 2, -1, 6, -1, 3, -1, 7, -1, //
+                    8, -1, 12, -1, 9, -1, 13, -1, 10, -1, 14, -1, 11, -1, 15, -1,
+                )
+            }
+        }
+    }
+
+    /// Output `o`'s unreduced sum, over `G` groups (`G` = 0: its own
+    /// count), loads checked against the row's end.
+    // No target_feature: inlined into the AVX2 caller (a target_feature
+    // function cannot be `inline(always)`).
+    #[inline(always)]
+    unsafe fn sum<const CH: usize, const G: usize, const VNNI: bool>(
+        x: &AxisCoeffs,
+        row: &[u8],
+        row_x: u32,
+        o: usize,
+        mask: __m256i,
+    ) -> __m256i {
+        let first = (x.taps[o * x.ksize] - row_x) as usize * CH;
+        let groups = if G > 0 {
+            G
+        } else {
+            (x.lens[o] as usize).div_ceil(4)
+        };
+        // SAFETY: (both) the loads are checked or copied.
+        if first + (groups - 1) * 4 * CH + 16 <= row.len() {
+            unsafe { taps_sum::<CH, false, VNNI>(x, row, first, o, groups, mask) }
+        } else {
+            unsafe { taps_sum::<CH, true, VNNI>(x, row, first, o, groups, mask) }
+        }
+    }
+
+    /// `G` > 0: every output uses `G` groups (the axis' maximum; the
+    /// padding weighs 0), unrolled; `G` = 0: each its own count.
+    #[inline(always)]
+    unsafe fn kernel<const CH: usize, const G: usize, const VNNI: bool>(
+        plan: &ResizePlan,
+        row: &[u8],
+        row_x: u32,
+        out_x0: u32,
+        dst: &mut [i32],
+    ) {
+        let x = &plan.x;
+        // SAFETY: AVX2 is enabled here.
+        let mask = unsafe { pair_mask::<CH>() };
+        let init = _mm256_set1_epi32(1 << (PILLOW_BITS - 1));
+        let (zero, max) = (_mm256_setzero_si256(), _mm256_set1_epi32(255));
+        let n = dst.len() / CH;
+        let o0 = out_x0 as usize;
+        let mut i = 0;
+        // Two output pixels per reduction: i in the low half, i+1 the high.
+        while i < n {
+            // SAFETY: AVX2 is enabled in the caller.
+            let a = unsafe { sum::<CH, G, VNNI>(x, row, row_x, o0 + i, mask) };
+            let b = if i + 1 < n {
+                unsafe { sum::<CH, G, VNNI>(x, row, row_x, o0 + i + 1, mask) }
+            } else {
+                zero
+            };
+            let s = _mm256_add_epi32(
+                _mm256_permute2x128_si256(a, b, 0x20),
+                _mm256_permute2x128_si256(a, b, 0x31),
+            );
+            let s = _mm256_srai_epi32(_mm256_add_epi32(s, init), PILLOW_BITS as i32);
+            // Pillow's clip8.
+            let s = _mm256_min_epi32(_mm256_max_epi32(s, zero), max);
+            let (l, h) = (_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+            if (i + 1) * CH + 4 <= dst.len() {
+                // SAFETY: 4 lanes at i*CH and at (i+1)*CH, inside dst (for
+                // RGB the 4th lane lands on the next pixel, rewritten next).
+                unsafe {
+                    _mm_storeu_si128(dst.as_mut_ptr().add(i * CH) as *mut __m128i, l);
+                    _mm_storeu_si128(dst.as_mut_ptr().add((i + 1) * CH) as *mut __m128i, h);
+                }
+            } else {
+                let mut lanes = [0i32; 8];
+                // SAFETY: stores into the 8-lane local.
+                unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, s) };
+                for j in 0..(n - i).min(2) {
+                    for c in 0..CH {
+                        dst[(i + j) * CH + c] = lanes[j * 4 + c];
+                    }
+                }
+            }
+            i += 2;
+        }
+    }
+
+    /// Dispatch on channels and group count to the unrolled kernels.
+    macro_rules! dispatch {
+        ($vnni:literal, $plan:ident, $row:ident, $row_x:ident, $ch:ident, $out_x0:ident, $dst:ident) => {{
+            macro_rules! go {
+                ($c:literal) => {
+                    // SAFETY: the caller's target features are enabled here.
+                    unsafe {
+                        match $plan.x.groups {
+                            1 => kernel::<$c, 1, $vnni>($plan, $row, $row_x, $out_x0, $dst),
+                            2 => kernel::<$c, 2, $vnni>($plan, $row, $row_x, $out_x0, $dst),
+                            3 => kernel::<$c, 3, $vnni>($plan, $row, $row_x, $out_x0, $dst),
+                            4 => kernel::<$c, 4, $vnni>($plan, $row, $row_x, $out_x0, $dst),
+                            5 => kernel::<$c, 5, $vnni>($plan, $row, $row_x, $out_x0, $dst),
+                            6 => kernel::<$c, 6, $vnni>($plan, $row, $row_x, $out_x0, $dst),
+                            _ => kernel::<$c, 0, $vnni>($plan, $row, $row_x, $out_x0, $dst),
+                        }
+                    }
+                };
+            }
+            match $ch {
+                3 => go!(3),
+                4 => go!(4),
+                _ => unreachable!("3 or 4 channels"),
+            }
+        }};
     }
 
     #[target_feature(enable = "avx2")]
@@ -491,49 +642,20 @@ mod avx2 {
         out_x0: u32,
         dst: &mut [i32],
     ) {
-        debug_assert!(ch == 3 || ch == 4);
-        // Pixel pairs (t, t+1) of taps 0,1 in the low half, 2,3 in the
-        // high half: [c0 of t, c0 of t+1, c1.., c2.., c3..] as i16.
-        let mask = if ch == 3 {
-            _mm256_setr_epi8(
-                0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1, -1, //
-                6, -1, 9, -1, 7, -1, 10, -1, 8, -1, 11, -1, -1, -1, -1, -1,
-            )
-        } else {
-            _mm256_setr_epi8(
-                0, -1, 4, -1, 1, -1, 5, -1, 2, -1, 6, -1, 3, -1, 7, -1, //
-                8, -1, 12, -1, 9, -1, 13, -1, 10, -1, 14, -1, 11, -1, 15, -1,
-            )
-        };
-        let init = _mm256_set1_epi32(1 << (PILLOW_BITS - 1));
-        let (zero, max) = (_mm256_setzero_si256(), _mm256_set1_epi32(255));
-        let n = dst.len() / ch;
-        let o0 = out_x0 as usize;
-        let mut i = 0;
-        // Two output pixels per reduction: a in the low half, b the high.
-        while i < n {
-            let a = unsafe { taps_sum(plan, row, row_x, ch, o0 + i, mask) };
-            let b = if i + 1 < n {
-                unsafe { taps_sum(plan, row, row_x, ch, o0 + i + 1, mask) }
-            } else {
-                _mm256_setzero_si256()
-            };
-            let s = _mm256_add_epi32(
-                _mm256_permute2x128_si256(a, b, 0x20),
-                _mm256_permute2x128_si256(a, b, 0x31),
-            );
-            let s = _mm256_srai_epi32(_mm256_add_epi32(s, init), PILLOW_BITS as i32);
-            // Pillow's clip8.
-            let s = _mm256_min_epi32(_mm256_max_epi32(s, zero), max);
-            let mut lanes = [0i32; 8];
-            // SAFETY: stores into the 8-lane local.
-            unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, s) };
-            let m = (n - i).min(2);
-            for j in 0..m {
-                dst[(i + j) * ch..(i + j + 1) * ch].copy_from_slice(&lanes[j * 4..j * 4 + ch]);
-            }
-            i += 2;
-        }
+        dispatch!(false, plan, row, row_x, ch, out_x0, dst)
+    }
+
+    /// The same with AVX-VNNI's fused multiply-add-accumulate.
+    #[target_feature(enable = "avx2,avxvnni")]
+    pub(super) unsafe fn pillow_rgbx_vnni(
+        plan: &ResizePlan,
+        row: &[u8],
+        row_x: u32,
+        ch: usize,
+        out_x0: u32,
+        dst: &mut [i32],
+    ) {
+        dispatch!(true, plan, row, row_x, ch, out_x0, dst)
     }
 }
 
@@ -793,8 +915,12 @@ mod tests {
             for (iw, ow, ch) in [
                 (640u32, 224u32, 3usize),
                 (1920, 224, 4),
+                (1920, 224, 3),
                 (50, 333, 1),
                 (7, 3, 3),
+                (224, 640, 4),
+                (4000, 3, 3),
+                (13, 1, 4),
             ] {
                 let plan = ResizePlan::new(mode, iw, 4, ow, 3);
                 let row: Vec<u8> = (0..iw as usize * ch).map(|_| r.u8(..)).collect();
@@ -802,6 +928,15 @@ mod tests {
                 horizontal_row(&plan, &row, 0, ch, 0, &mut a, &mut Vec::new());
                 horizontal_row_any(&plan, &row, 0, ch, 0, &mut b, &mut Vec::new());
                 assert_eq!(a, b, "{mode:?} horizontal {iw}->{ow} ch{ch}");
+                // Both AVX2 builds (with and without VNNI), whichever the
+                // dispatch took.
+                #[cfg(target_arch = "x86_64")]
+                if mode == Resampling::Antialias && ch >= 3 && std::is_x86_feature_detected!("avx2") {
+                    let mut c = vec![0i32; a.len()];
+                    // SAFETY: the CPU supports AVX2.
+                    unsafe { avx2::pillow_rgbx(&plan, &row, 0, ch, 0, &mut c) };
+                    assert_eq!(c, b, "AVX2 horizontal {iw}->{ow} ch{ch}");
+                }
                 let rows: Vec<Vec<i32>> = (0..4)
                     .map(|_| a.iter().map(|&v| (v + r.i32(0..3)).max(0)).collect())
                     .collect();
