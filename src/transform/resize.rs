@@ -449,6 +449,12 @@ mod avx2 {
     use super::{AxisCoeffs, ResizePlan, PILLOW_BITS};
     use std::arch::x86_64::*;
 
+    /// Shuffle masks moving 16 bytes down by d: `SHIFT[d..d + 16]`.
+    static SHIFT: [i8; 32] = [
+        0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, //
+        -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    ];
+
     /// Sum of output `o`'s first `groups` groups of taps, unreduced: lanes
     /// 0..4 the channels of taps 0,1 (mod 4), lanes 4..8 of taps 2,3.
     /// `SAFE`: the 16-byte loads may run past `row` (a zero-padded copy
@@ -473,11 +479,25 @@ mod avx2 {
                 // SAFETY: the caller checked first + (groups-1)*4*CH + 16
                 // <= row.len().
                 unsafe { _mm_loadu_si128(row.as_ptr().add(off) as *const __m128i) }
+            } else if row.len() >= 16 {
+                let end = row.len() - 16;
+                // SAFETY: both loads read row[end..end + 16] or `SHIFT`
+                // [d..d + 16] with d <= 16.
+                unsafe {
+                    if off <= end {
+                        _mm_loadu_si128(row.as_ptr().add(off) as *const __m128i)
+                    } else {
+                        // The row's last 16 bytes moved down by d, zeros in.
+                        let d = (off - end).min(16);
+                        let v = _mm_loadu_si128(row.as_ptr().add(end) as *const __m128i);
+                        let m = _mm_loadu_si128(SHIFT.as_ptr().add(d) as *const __m128i);
+                        _mm_shuffle_epi8(v, m)
+                    }
+                }
             } else {
                 let mut tmp = [0u8; 16];
                 if off < row.len() {
-                    let m = (row.len() - off).min(16);
-                    tmp[..m].copy_from_slice(&row[off..off + m]);
+                    tmp[..row.len() - off].copy_from_slice(&row[off..]);
                 }
                 // SAFETY: reads the 16-byte local.
                 unsafe { _mm_loadu_si128(tmp.as_ptr() as *const __m128i) }
