@@ -24,6 +24,18 @@ pub struct NormalizeLut {
     /// The tables as byte planes, `planes[c][b][v]` = byte b of entry v of
     /// channel c, for the AVX-512 VBMI byte-shuffle walk.
     planes: Box<[[[u8; 256]; 4]; 3]>,
+    /// Per pixel format: that walk's byte selection (built once; per row
+    /// it would cost as much as the row).
+    selects: Box<[Select; 5]>,
+}
+
+/// The VBMI walk's byte selection for one pixel format: per output
+/// channel the block's 64 source byte positions in unpack order
+/// ([`unpack_order`]), and which of them are >= 128.
+#[derive(Debug, Clone, Copy)]
+struct Select {
+    pos: [[u8; 64]; 3],
+    upper: [u64; 3],
 }
 
 /// How the AVX2 walk picks a block's bytes (see `avx2`): for each of the
@@ -34,6 +46,20 @@ struct Walk {
     lo: [[i8; 16]; 3],
     hi: [[i8; 16]; 3],
     off: [[i32; 8]; 3],
+}
+
+/// Which pixel of the block plane byte j carries so that the
+/// unpacked elements come out in pixel order (`E` bytes per element).
+fn unpack_order(e: usize, j: usize) -> usize {
+    match e {
+        1 => j,
+        // unpacklo/hi_epi8 of planes 0, 1: lane L's bytes 0..8 -> the
+        // low vector, 8..16 -> the high one.
+        2 => ((j % 16) / 8) * 32 + (j / 16) * 8 + j % 8,
+        // then unpacklo/hi_epi16 of (0,1) with (2,3): four vectors,
+        // each lane's bytes in runs of 4.
+        _ => ((j % 16) / 4) * 16 + (j / 16) * 4 + j % 4,
+    }
 }
 
 impl Walk {
@@ -78,8 +104,8 @@ impl NormalizeLut {
                 plan.write_element(v as u8, c, &mut e[..elem]);
             }
         }
-        let walks = PixelFormat::ALL
-            .map(|f| Walk::new(plan.layout, f.channels(), plan.channel_map(f)));
+        let walks =
+            PixelFormat::ALL.map(|f| Walk::new(plan.layout, f.channels(), plan.channel_map(f)));
         debug_assert!(PixelFormat::ALL
             .iter()
             .enumerate()
@@ -92,9 +118,27 @@ impl NormalizeLut {
                 }
             }
         }
+        let selects = Box::new(PixelFormat::ALL.map(|f| {
+            let (ch, map) = (f.channels(), plan.channel_map(f));
+            let mut sel = Select {
+                pos: [[0; 64]; 3],
+                upper: [0; 3],
+            };
+            for c in 0..3 {
+                for j in 0..64 {
+                    let pos = unpack_order(elem, j) * ch + map[c];
+                    sel.pos[c][j] = pos as u8;
+                    if pos >= 128 {
+                        sel.upper[c] |= 1 << j;
+                    }
+                }
+            }
+            sel
+        }));
         NormalizeLut {
             walks,
             planes,
+            selects,
             tables,
             elem,
             layout: plan.layout,
@@ -127,14 +171,22 @@ impl NormalizeLut {
                 && std::is_x86_feature_detected!("avx512vbmi")
                 && std::is_x86_feature_detected!("avx512bw")
             {
-                let map = self.plan.channel_map(format);
+                let sel = &self.selects[format as usize];
                 // SAFETY: the CPU supports AVX-512 F, BW and VBMI.
-                done = unsafe { vbmi::blocks(self, px, ch, map, y, x0, tensor) };
+                done = unsafe { vbmi::blocks(self, sel, px, ch, y, x0, tensor) };
             }
             let walk = &self.walks[format as usize];
             // SAFETY: the CPU supports AVX2.
             done += unsafe {
-                avx2::blocks(self, walk, &px[done * ch..], ch, y, x0 + done as u32, tensor)
+                avx2::blocks(
+                    self,
+                    walk,
+                    &px[done * ch..],
+                    ch,
+                    y,
+                    x0 + done as u32,
+                    tensor,
+                )
             };
             if done * ch < px.len() {
                 self.write_row_portable(&px[done * ch..], format, y, x0 + done as u32, tensor);
@@ -278,7 +330,10 @@ mod avx2 {
         }
         // Every store below lands inside the tensor.
         for s in start {
-            assert!((s + (blocks - 1) * step + 8) * E <= tensor.len(), "row inside the tensor");
+            assert!(
+                (s + (blocks - 1) * step + 8) * E <= tensor.len(),
+                "row inside the tensor"
+            );
         }
         assert!(blocks * 8 * CH <= px.len());
         // SAFETY: loads from the 16-byte and 8-lane arrays.
@@ -336,7 +391,10 @@ mod avx2 {
                         _ => {
                             let p = _mm256_packus_epi32(v, v);
                             let p = _mm256_packus_epi16(p, p);
-                            let p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4));
+                            let p = _mm256_permutevar8x32_epi32(
+                                p,
+                                _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4),
+                            );
                             _mm_storel_epi64(d as *mut __m128i, _mm256_castsi256_si128(p));
                         }
                     }
@@ -358,30 +416,16 @@ mod avx2 {
 /// undone in advance by the byte selection (`unpack_order`).
 #[cfg(target_arch = "x86_64")]
 mod vbmi {
-    use super::NormalizeLut;
+    use super::{NormalizeLut, Select};
     use std::arch::x86_64::*;
-
-    /// Which pixel of the block plane byte j carries so that the
-    /// unpacked elements come out in pixel order (`E` bytes per element).
-    fn unpack_order(e: usize, j: usize) -> usize {
-        match e {
-            1 => j,
-            // unpacklo/hi_epi8 of planes 0, 1: lane L's bytes 0..8 -> the
-            // low vector, 8..16 -> the high one.
-            2 => ((j % 16) / 8) * 32 + (j / 16) * 8 + j % 8,
-            // then unpacklo/hi_epi16 of (0,1) with (2,3): four vectors,
-            // each lane's bytes in runs of 4.
-            _ => ((j % 16) / 4) * 16 + (j / 16) * 4 + j % 4,
-        }
-    }
 
     /// Pixels written (a multiple of 64).
     #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
     pub(super) unsafe fn blocks(
         lut: &NormalizeLut,
+        sel: &Select,
         px: &[u8],
         ch: usize,
-        map: [usize; 3],
         y: u32,
         x0: u32,
         tensor: &mut [u8],
@@ -389,15 +433,15 @@ mod vbmi {
         // SAFETY (all): the target features are enabled here.
         unsafe {
             match (ch, lut.elem) {
-                (1, 4) => run::<1, 4>(lut, px, map, y, x0, tensor),
-                (3, 4) => run::<3, 4>(lut, px, map, y, x0, tensor),
-                (4, 4) => run::<4, 4>(lut, px, map, y, x0, tensor),
-                (1, 2) => run::<1, 2>(lut, px, map, y, x0, tensor),
-                (3, 2) => run::<3, 2>(lut, px, map, y, x0, tensor),
-                (4, 2) => run::<4, 2>(lut, px, map, y, x0, tensor),
-                (1, 1) => run::<1, 1>(lut, px, map, y, x0, tensor),
-                (3, 1) => run::<3, 1>(lut, px, map, y, x0, tensor),
-                (4, 1) => run::<4, 1>(lut, px, map, y, x0, tensor),
+                (1, 4) => run::<1, 4>(lut, sel, px, y, x0, tensor),
+                (3, 4) => run::<3, 4>(lut, sel, px, y, x0, tensor),
+                (4, 4) => run::<4, 4>(lut, sel, px, y, x0, tensor),
+                (1, 2) => run::<1, 2>(lut, sel, px, y, x0, tensor),
+                (3, 2) => run::<3, 2>(lut, sel, px, y, x0, tensor),
+                (4, 2) => run::<4, 2>(lut, sel, px, y, x0, tensor),
+                (1, 1) => run::<1, 1>(lut, sel, px, y, x0, tensor),
+                (3, 1) => run::<3, 1>(lut, sel, px, y, x0, tensor),
+                (4, 1) => run::<4, 1>(lut, sel, px, y, x0, tensor),
                 _ => unreachable!("channels 1/3/4, elements of 1/2/4 bytes"),
             }
         }
@@ -407,8 +451,8 @@ mod vbmi {
     #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
     unsafe fn run<const CH: usize, const E: usize>(
         lut: &NormalizeLut,
+        select: &Select,
         px: &[u8],
-        map: [usize; 3],
         y: u32,
         x0: u32,
         tensor: &mut [u8],
@@ -418,17 +462,7 @@ mod vbmi {
             return 0;
         }
         let (w, h, y, x0) = (lut.width, lut.height, y as usize, x0 as usize);
-        let mut sel = [[0u8; 64]; 3];
-        let mut upper = [0u64; 3];
-        for c in 0..3 {
-            for j in 0..64 {
-                let pos = unpack_order(E, j) * CH + map[c];
-                sel[c][j] = pos as u8;
-                if pos >= 128 {
-                    upper[c] |= 1 << j;
-                }
-            }
-        }
+        let upper = select.upper;
         let start: [usize; 3] = std::array::from_fn(|c| ((c * h + y) * w + x0) * E);
         for s in start {
             assert!(s + blocks * 64 * E <= tensor.len(), "row inside the tensor");
@@ -437,9 +471,9 @@ mod vbmi {
         // SAFETY: loads from the 64-byte arrays.
         let sel: [__m512i; 3] = unsafe {
             [
-                _mm512_loadu_si512(sel[0].as_ptr() as *const _),
-                _mm512_loadu_si512(sel[1].as_ptr() as *const _),
-                _mm512_loadu_si512(sel[2].as_ptr() as *const _),
+                _mm512_loadu_si512(select.pos[0].as_ptr() as *const _),
+                _mm512_loadu_si512(select.pos[1].as_ptr() as *const _),
+                _mm512_loadu_si512(select.pos[2].as_ptr() as *const _),
             ]
         };
         let planes = &lut.planes;
@@ -494,8 +528,10 @@ mod vbmi {
                         }
                         _ => {
                             let (p0, p1, p2, p3) = (look!(0), look!(1), look!(2), look!(3));
-                            let (a, b2) = (_mm512_unpacklo_epi8(p0, p1), _mm512_unpackhi_epi8(p0, p1));
-                            let (c2, d2) = (_mm512_unpacklo_epi8(p2, p3), _mm512_unpackhi_epi8(p2, p3));
+                            let (a, b2) =
+                                (_mm512_unpacklo_epi8(p0, p1), _mm512_unpackhi_epi8(p0, p1));
+                            let (c2, d2) =
+                                (_mm512_unpacklo_epi8(p2, p3), _mm512_unpackhi_epi8(p2, p3));
                             _mm512_storeu_si512(d, _mm512_unpacklo_epi16(a, c2));
                             _mm512_storeu_si512(d.add(1), _mm512_unpackhi_epi16(a, c2));
                             _mm512_storeu_si512(d.add(2), _mm512_unpacklo_epi16(b2, d2));

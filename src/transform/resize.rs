@@ -951,7 +951,8 @@ mod tests {
                 // Both AVX2 builds (with and without VNNI), whichever the
                 // dispatch took.
                 #[cfg(target_arch = "x86_64")]
-                if mode == Resampling::Antialias && ch >= 3 && std::is_x86_feature_detected!("avx2") {
+                if mode == Resampling::Antialias && ch >= 3 && std::is_x86_feature_detected!("avx2")
+                {
                     let mut c = vec![0i32; a.len()];
                     // SAFETY: the CPU supports AVX2.
                     unsafe { avx2::pillow_rgbx(&plan, &row, 0, ch, 0, &mut c) };

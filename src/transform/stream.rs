@@ -182,7 +182,11 @@ impl RowStream {
             // Keep the pixels of windows crossing the left edge (outputs
             // before oa reach at most window(oa - 1).1) and the right edge
             // (outputs from ob start at window(ob).0 or later).
-            let a = if oa > 0 { ax.window(oa - 1).1.clamp(x, end) } else { x };
+            let a = if oa > 0 {
+                ax.window(oa - 1).1.clamp(x, end)
+            } else {
+                x
+            };
             let b = if ob < ax.out_size {
                 ax.window(ob).0.clamp(x, end)
             } else {
@@ -476,7 +480,12 @@ mod tests {
                     let o = (rect.y * w + rect.x) as usize * ch;
                     s.add(rect, &data[o..o + rect.w as usize * ch]).unwrap();
                 }
-                assert_eq!(s.finish().unwrap(), want, "{:?} {w}x{h} {fmt:?}", img.resampling);
+                assert_eq!(
+                    s.finish().unwrap(),
+                    want,
+                    "{:?} {w}x{h} {fmt:?}",
+                    img.resampling
+                );
             }
         }
     }
