@@ -21,21 +21,6 @@ pub struct NormalizeLut {
     /// Per pixel format (`format as usize`): the AVX2 walk's byte
     /// selection, built once.
     walks: [Walk; 5],
-    /// The tables as byte planes, `planes[c][b][v]` = byte b of entry v of
-    /// channel c, for the AVX-512 VBMI byte-shuffle walk.
-    planes: Box<[[[u8; 256]; 4]; 3]>,
-    /// Per pixel format: that walk's byte selection (built once; per row
-    /// it would cost as much as the row).
-    selects: Box<[Select; 5]>,
-}
-
-/// The VBMI walk's byte selection for one pixel format: per output
-/// channel the block's 64 source byte positions in unpack order
-/// ([`unpack_order`]), and which of them are >= 128.
-#[derive(Debug, Clone, Copy)]
-struct Select {
-    pos: [[u8; 64]; 3],
-    upper: [u64; 3],
 }
 
 /// How the AVX2 walk picks a block's bytes (see `avx2`): for each of the
@@ -46,20 +31,6 @@ struct Walk {
     lo: [[i8; 16]; 3],
     hi: [[i8; 16]; 3],
     off: [[i32; 8]; 3],
-}
-
-/// Which pixel of the block plane byte j carries so that the
-/// unpacked elements come out in pixel order (`E` bytes per element).
-fn unpack_order(e: usize, j: usize) -> usize {
-    match e {
-        1 => j,
-        // unpacklo/hi_epi8 of planes 0, 1: lane L's bytes 0..8 -> the
-        // low vector, 8..16 -> the high one.
-        2 => ((j % 16) / 8) * 32 + (j / 16) * 8 + j % 8,
-        // then unpacklo/hi_epi16 of (0,1) with (2,3): four vectors,
-        // each lane's bytes in runs of 4.
-        _ => ((j % 16) / 4) * 16 + (j / 16) * 4 + j % 4,
-    }
 }
 
 impl Walk {
@@ -110,35 +81,8 @@ impl NormalizeLut {
             .iter()
             .enumerate()
             .all(|(i, &f)| f as usize == i));
-        let mut planes = Box::new([[[0u8; 256]; 4]; 3]);
-        for (c, table) in tables.iter().enumerate() {
-            for (v, e) in table.iter().enumerate() {
-                for (b, &byte) in e.iter().enumerate() {
-                    planes[c][b][v] = byte;
-                }
-            }
-        }
-        let selects = Box::new(PixelFormat::ALL.map(|f| {
-            let (ch, map) = (f.channels(), plan.channel_map(f));
-            let mut sel = Select {
-                pos: [[0; 64]; 3],
-                upper: [0; 3],
-            };
-            for c in 0..3 {
-                for j in 0..64 {
-                    let pos = unpack_order(elem, j) * ch + map[c];
-                    sel.pos[c][j] = pos as u8;
-                    if pos >= 128 {
-                        sel.upper[c] |= 1 << j;
-                    }
-                }
-            }
-            sel
-        }));
         NormalizeLut {
             walks,
-            planes,
-            selects,
             tables,
             elem,
             layout: plan.layout,
@@ -166,28 +110,9 @@ impl NormalizeLut {
         let ch = format.channels();
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") {
-            let mut done = 0;
-            if self.layout == Layout::Nchw
-                && std::is_x86_feature_detected!("avx512vbmi")
-                && std::is_x86_feature_detected!("avx512bw")
-            {
-                let sel = &self.selects[format as usize];
-                // SAFETY: the CPU supports AVX-512 F, BW and VBMI.
-                done = unsafe { vbmi::blocks(self, sel, px, ch, y, x0, tensor) };
-            }
             let walk = &self.walks[format as usize];
             // SAFETY: the CPU supports AVX2.
-            done += unsafe {
-                avx2::blocks(
-                    self,
-                    walk,
-                    &px[done * ch..],
-                    ch,
-                    y,
-                    x0 + done as u32,
-                    tensor,
-                )
-            };
+            let done = unsafe { avx2::blocks(self, walk, px, ch, y, x0, tensor) };
             if done * ch < px.len() {
                 self.write_row_portable(&px[done * ch..], format, y, x0 + done as u32, tensor);
             }
@@ -405,146 +330,6 @@ mod avx2 {
     }
 }
 
-/// AVX-512 VBMI walk for NCHW: 64 pixels per block, no loads that
-/// depend on the pixel values.
-/// Per output channel, one two-source byte permute picks the block's 64
-/// source bytes (positions >= 128 from the third and fourth 64 bytes,
-/// blended by a mask), then each byte plane of the 256-entry table is
-/// four 64-byte registers: two `vpermt2b` (entries 0..128 and 128..256)
-/// blended on the index's top bit. The planes are interleaved into
-/// elements by in-lane unpacks; the pixel order the unpacks scramble is
-/// undone in advance by the byte selection (`unpack_order`).
-#[cfg(target_arch = "x86_64")]
-mod vbmi {
-    use super::{NormalizeLut, Select};
-    use std::arch::x86_64::*;
-
-    /// Pixels written (a multiple of 64).
-    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
-    pub(super) unsafe fn blocks(
-        lut: &NormalizeLut,
-        sel: &Select,
-        px: &[u8],
-        ch: usize,
-        y: u32,
-        x0: u32,
-        tensor: &mut [u8],
-    ) -> usize {
-        // SAFETY (all): the target features are enabled here.
-        unsafe {
-            match (ch, lut.elem) {
-                (1, 4) => run::<1, 4>(lut, sel, px, y, x0, tensor),
-                (3, 4) => run::<3, 4>(lut, sel, px, y, x0, tensor),
-                (4, 4) => run::<4, 4>(lut, sel, px, y, x0, tensor),
-                (1, 2) => run::<1, 2>(lut, sel, px, y, x0, tensor),
-                (3, 2) => run::<3, 2>(lut, sel, px, y, x0, tensor),
-                (4, 2) => run::<4, 2>(lut, sel, px, y, x0, tensor),
-                (1, 1) => run::<1, 1>(lut, sel, px, y, x0, tensor),
-                (3, 1) => run::<3, 1>(lut, sel, px, y, x0, tensor),
-                (4, 1) => run::<4, 1>(lut, sel, px, y, x0, tensor),
-                _ => unreachable!("channels 1/3/4, elements of 1/2/4 bytes"),
-            }
-        }
-    }
-
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
-    unsafe fn run<const CH: usize, const E: usize>(
-        lut: &NormalizeLut,
-        select: &Select,
-        px: &[u8],
-        y: u32,
-        x0: u32,
-        tensor: &mut [u8],
-    ) -> usize {
-        let blocks = px.len() / CH / 64;
-        if blocks == 0 {
-            return 0;
-        }
-        let (w, h, y, x0) = (lut.width, lut.height, y as usize, x0 as usize);
-        let upper = select.upper;
-        let start: [usize; 3] = std::array::from_fn(|c| ((c * h + y) * w + x0) * E);
-        for s in start {
-            assert!(s + blocks * 64 * E <= tensor.len(), "row inside the tensor");
-        }
-        assert!(blocks * 64 * CH <= px.len());
-        // SAFETY: loads from the 64-byte arrays.
-        let sel: [__m512i; 3] = unsafe {
-            [
-                _mm512_loadu_si512(select.pos[0].as_ptr() as *const _),
-                _mm512_loadu_si512(select.pos[1].as_ptr() as *const _),
-                _mm512_loadu_si512(select.pos[2].as_ptr() as *const _),
-            ]
-        };
-        let planes = &lut.planes;
-        let out = tensor.as_mut_ptr();
-        for b in 0..blocks {
-            // SAFETY: the block's 64*CH bytes are inside px (asserted).
-            let z: [__m512i; 4] = unsafe {
-                let base = px.as_ptr().add(b * 64 * CH);
-                macro_rules! l {
-                    ($i:literal) => {
-                        _mm512_loadu_si512(base.add(64 * ($i as usize).min(CH - 1)) as *const _)
-                    };
-                }
-                [l!(0), l!(1), l!(2), l!(3)]
-            };
-            for c in 0..3 {
-                let v = _mm512_mask_blend_epi8(
-                    upper[c],
-                    _mm512_permutex2var_epi8(z[0], sel[c], z[1]),
-                    _mm512_permutex2var_epi8(z[2], sel[c], z[3]),
-                );
-                let top = _mm512_movepi8_mask(v);
-                // Byte plane pb of channel c's table at the 64 indices.
-                macro_rules! look {
-                    ($pb:literal) => {{
-                        let t = planes[c][$pb].as_ptr();
-                        _mm512_mask_blend_epi8(
-                            top,
-                            _mm512_permutex2var_epi8(
-                                _mm512_loadu_si512(t as *const _),
-                                v,
-                                _mm512_loadu_si512(t.add(64) as *const _),
-                            ),
-                            _mm512_permutex2var_epi8(
-                                _mm512_loadu_si512(t.add(128) as *const _),
-                                v,
-                                _mm512_loadu_si512(t.add(192) as *const _),
-                            ),
-                        )
-                    }};
-                }
-                // SAFETY: loads of the 256-byte planes; stores inside the
-                // tensor (asserted).
-                unsafe {
-                    let d = out.add(start[c] + b * 64 * E) as *mut __m512i;
-                    match E {
-                        1 => _mm512_storeu_si512(d, look!(0)),
-                        2 => {
-                            let (p0, p1) = (look!(0), look!(1));
-                            _mm512_storeu_si512(d, _mm512_unpacklo_epi8(p0, p1));
-                            _mm512_storeu_si512(d.add(1), _mm512_unpackhi_epi8(p0, p1));
-                        }
-                        _ => {
-                            let (p0, p1, p2, p3) = (look!(0), look!(1), look!(2), look!(3));
-                            let (a, b2) =
-                                (_mm512_unpacklo_epi8(p0, p1), _mm512_unpackhi_epi8(p0, p1));
-                            let (c2, d2) =
-                                (_mm512_unpacklo_epi8(p2, p3), _mm512_unpackhi_epi8(p2, p3));
-                            _mm512_storeu_si512(d, _mm512_unpacklo_epi16(a, c2));
-                            _mm512_storeu_si512(d.add(1), _mm512_unpackhi_epi16(a, c2));
-                            _mm512_storeu_si512(d.add(2), _mm512_unpacklo_epi16(b2, d2));
-                            _mm512_storeu_si512(d.add(3), _mm512_unpackhi_epi16(b2, d2));
-                        }
-                    }
-                }
-            }
-        }
-        blocks * 64
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -606,9 +391,8 @@ mod tests {
         }
     }
 
-    /// The dispatched walk (AVX-512 VBMI blocks of 64 for NCHW, AVX2
-    /// blocks of 8, the portable tail), the AVX2 walk alone and the
-    /// portable walk write the same tensor, for every dtype, layout, order
+    /// The dispatched walk (AVX2 blocks of 8, the portable tail), the
+    /// AVX2 walk alone and the portable walk write the same tensor, for every dtype, layout, order
     /// and pixel format, on rows long enough for several blocks of each
     /// and segments starting anywhere.
     #[test]

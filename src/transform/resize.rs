@@ -425,10 +425,6 @@ pub fn horizontal_row(
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         if plan.mode == Resampling::Antialias && ch >= 3 {
-            if std::is_x86_feature_detected!("avxvnni") {
-                // SAFETY: the CPU supports AVX2 and AVX-VNNI.
-                return unsafe { avx2::pillow_rgbx_vnni(plan, row, row_x, ch, out_x0, dst) };
-            }
             // SAFETY: the CPU supports AVX2.
             return unsafe { avx2::pillow_rgbx(plan, row, row_x, ch, out_x0, dst) };
         }
@@ -462,7 +458,7 @@ mod avx2 {
     // No target_feature: inlined into the AVX2 caller (a target_feature
     // function cannot be `inline(always)`).
     #[inline(always)]
-    unsafe fn taps_sum<const CH: usize, const SAFE: bool, const VNNI: bool>(
+    unsafe fn taps_sum<const CH: usize, const SAFE: bool>(
         x: &AxisCoeffs,
         row: &[u8],
         first: usize,
@@ -510,15 +506,8 @@ mod avx2 {
                     _mm256_loadu_si256(k.add(g * 32 + 16) as *const __m256i),
                 )
             };
-            if VNNI {
-                // The same multiply-add fused with the accumulation
-                // (wrapping 32-bit, like the add).
-                lo = _mm256_dpwssd_avx_epi32(lo, pix, kl);
-                hi = _mm256_dpwssd_avx_epi32(hi, pix, kh);
-            } else {
-                lo = _mm256_add_epi32(lo, _mm256_madd_epi16(pix, kl));
-                hi = _mm256_add_epi32(hi, _mm256_madd_epi16(pix, kh));
-            }
+            lo = _mm256_add_epi32(lo, _mm256_madd_epi16(pix, kl));
+            hi = _mm256_add_epi32(hi, _mm256_madd_epi16(pix, kh));
         }
         _mm256_add_epi32(_mm256_slli_epi32(hi, 11), lo)
     }
@@ -549,7 +538,7 @@ mod avx2 {
     // No target_feature: inlined into the AVX2 caller (a target_feature
     // function cannot be `inline(always)`).
     #[inline(always)]
-    unsafe fn sum<const CH: usize, const G: usize, const VNNI: bool>(
+    unsafe fn sum<const CH: usize, const G: usize>(
         x: &AxisCoeffs,
         row: &[u8],
         row_x: u32,
@@ -564,16 +553,16 @@ mod avx2 {
         };
         // SAFETY: (both) the loads are checked or copied.
         if first + (groups - 1) * 4 * CH + 16 <= row.len() {
-            unsafe { taps_sum::<CH, false, VNNI>(x, row, first, o, groups, mask) }
+            unsafe { taps_sum::<CH, false>(x, row, first, o, groups, mask) }
         } else {
-            unsafe { taps_sum::<CH, true, VNNI>(x, row, first, o, groups, mask) }
+            unsafe { taps_sum::<CH, true>(x, row, first, o, groups, mask) }
         }
     }
 
     /// `G` > 0: every output uses `G` groups (the axis' maximum; the
     /// padding weighs 0), unrolled; `G` = 0: each its own count.
     #[inline(always)]
-    unsafe fn kernel<const CH: usize, const G: usize, const VNNI: bool>(
+    unsafe fn kernel<const CH: usize, const G: usize>(
         plan: &ResizePlan,
         row: &[u8],
         row_x: u32,
@@ -591,9 +580,9 @@ mod avx2 {
         // Two output pixels per reduction: i in the low half, i+1 the high.
         while i < n {
             // SAFETY: AVX2 is enabled in the caller.
-            let a = unsafe { sum::<CH, G, VNNI>(x, row, row_x, o0 + i, mask) };
+            let a = unsafe { sum::<CH, G>(x, row, row_x, o0 + i, mask) };
             let b = if i + 1 < n {
-                unsafe { sum::<CH, G, VNNI>(x, row, row_x, o0 + i + 1, mask) }
+                unsafe { sum::<CH, G>(x, row, row_x, o0 + i + 1, mask) }
             } else {
                 zero
             };
@@ -626,33 +615,6 @@ mod avx2 {
         }
     }
 
-    /// Dispatch on channels and group count to the unrolled kernels.
-    macro_rules! dispatch {
-        ($vnni:literal, $plan:ident, $row:ident, $row_x:ident, $ch:ident, $out_x0:ident, $dst:ident) => {{
-            macro_rules! go {
-                ($c:literal) => {
-                    // SAFETY: the caller's target features are enabled here.
-                    unsafe {
-                        match $plan.x.groups {
-                            1 => kernel::<$c, 1, $vnni>($plan, $row, $row_x, $out_x0, $dst),
-                            2 => kernel::<$c, 2, $vnni>($plan, $row, $row_x, $out_x0, $dst),
-                            3 => kernel::<$c, 3, $vnni>($plan, $row, $row_x, $out_x0, $dst),
-                            4 => kernel::<$c, 4, $vnni>($plan, $row, $row_x, $out_x0, $dst),
-                            5 => kernel::<$c, 5, $vnni>($plan, $row, $row_x, $out_x0, $dst),
-                            6 => kernel::<$c, 6, $vnni>($plan, $row, $row_x, $out_x0, $dst),
-                            _ => kernel::<$c, 0, $vnni>($plan, $row, $row_x, $out_x0, $dst),
-                        }
-                    }
-                };
-            }
-            match $ch {
-                3 => go!(3),
-                4 => go!(4),
-                _ => unreachable!("3 or 4 channels"),
-            }
-        }};
-    }
-
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn pillow_rgbx(
         plan: &ResizePlan,
@@ -662,20 +624,28 @@ mod avx2 {
         out_x0: u32,
         dst: &mut [i32],
     ) {
-        dispatch!(false, plan, row, row_x, ch, out_x0, dst)
-    }
-
-    /// The same with AVX-VNNI's fused multiply-add-accumulate.
-    #[target_feature(enable = "avx2,avxvnni")]
-    pub(super) unsafe fn pillow_rgbx_vnni(
-        plan: &ResizePlan,
-        row: &[u8],
-        row_x: u32,
-        ch: usize,
-        out_x0: u32,
-        dst: &mut [i32],
-    ) {
-        dispatch!(true, plan, row, row_x, ch, out_x0, dst)
+        // Dispatch on channels and group count to the unrolled kernels.
+        macro_rules! go {
+            ($c:literal) => {
+                // SAFETY: AVX2 is enabled here.
+                unsafe {
+                    match plan.x.groups {
+                        1 => kernel::<$c, 1>(plan, row, row_x, out_x0, dst),
+                        2 => kernel::<$c, 2>(plan, row, row_x, out_x0, dst),
+                        3 => kernel::<$c, 3>(plan, row, row_x, out_x0, dst),
+                        4 => kernel::<$c, 4>(plan, row, row_x, out_x0, dst),
+                        5 => kernel::<$c, 5>(plan, row, row_x, out_x0, dst),
+                        6 => kernel::<$c, 6>(plan, row, row_x, out_x0, dst),
+                        _ => kernel::<$c, 0>(plan, row, row_x, out_x0, dst),
+                    }
+                }
+            };
+        }
+        match ch {
+            3 => go!(3),
+            4 => go!(4),
+            _ => unreachable!("3 or 4 channels"),
+        }
     }
 }
 
@@ -948,8 +918,7 @@ mod tests {
                 horizontal_row(&plan, &row, 0, ch, 0, &mut a, &mut Vec::new());
                 horizontal_row_any(&plan, &row, 0, ch, 0, &mut b, &mut Vec::new());
                 assert_eq!(a, b, "{mode:?} horizontal {iw}->{ow} ch{ch}");
-                // Both AVX2 builds (with and without VNNI), whichever the
-                // dispatch took.
+                // The AVX2 kernel itself.
                 #[cfg(target_arch = "x86_64")]
                 if mode == Resampling::Antialias && ch >= 3 && std::is_x86_feature_detected!("avx2")
                 {
