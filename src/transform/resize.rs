@@ -50,9 +50,11 @@ pub struct AxisCoeffs {
     taps: Vec<u32>,
     /// Integer weight of each tap.
     weights: Vec<i32>,
-    /// Pillow only: each weight repeated 4 times (one per RGBX lane), for
-    /// the AVX2 horizontal pass.
-    weights4: Vec<i32>,
+    /// Pillow only, horizontal axis: the weights split for 16-bit
+    /// multiply-add (see [`split_weights`]), `groups` groups of 4 taps per
+    /// output index, each group 32 `i16` (low parts, then high parts).
+    split: Vec<i16>,
+    groups: usize,
     /// The spec's input window [lo, hi) of each output index, zero-weight
     /// taps included.
     windows: Vec<(u32, u32)>,
@@ -73,13 +75,13 @@ impl AxisCoeffs {
     fn for_axis(mode: Resampling, in_size: u32, out_size: u32, vertical: bool) -> AxisCoeffs {
         assert!(in_size > 0 && out_size > 0, "axis sizes are >= 1");
         match mode {
-            Resampling::Antialias => Self::pillow(in_size, out_size),
+            Resampling::Antialias => Self::pillow(in_size, out_size, vertical),
             Resampling::Linear => Self::opencv(in_size, out_size, vertical),
         }
     }
 
     /// Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc`.
-    fn pillow(in_size: u32, out_size: u32) -> AxisCoeffs {
+    fn pillow(in_size: u32, out_size: u32, vertical: bool) -> AxisCoeffs {
         let scale = in_size as f64 / out_size as f64;
         let filterscale = scale.max(1.0);
         let support = filterscale; // bilinear support is 1.0
@@ -92,7 +94,8 @@ impl AxisCoeffs {
             lens: vec![0; n],
             taps: vec![0; n * ksize],
             weights: vec![0; n * ksize],
-            weights4: Vec::new(),
+            split: Vec::new(),
+            groups: 0,
             windows: vec![(0, 0); n],
         };
         let ss = 1.0 / filterscale;
@@ -124,8 +127,38 @@ impl AxisCoeffs {
                 c.weights[o * ksize + x] = iw;
             }
         }
-        c.weights4 = c.weights.iter().flat_map(|&w| [w; 4]).collect();
+        if !vertical {
+            c.split_weights();
+        }
         c
+    }
+
+    /// Splits every Pillow weight `k = kh * 2^11 + kl` (`kl` in [0, 2^11),
+    /// `kh = k >> 11`, both fit `i16` for |k| <= 2^22) and lays them out
+    /// for `_mm256_madd_epi16` over pixel pairs: per group of 4 taps
+    /// (t0..t3), 16 low parts `[kl0, kl1] x 4 | [kl2, kl3] x 4` then the
+    /// same 16 high parts. Padding taps weigh 0. Then
+    /// `sum v*k = (sum v*kh << 11) + sum v*kl` exactly in 32 bits.
+    fn split_weights(&mut self) {
+        self.groups = self.ksize.div_ceil(4);
+        let n = self.out_size as usize;
+        let mut split = vec![0; n * self.groups * 32];
+        for o in 0..n {
+            let (_, w) = self.taps(o);
+            for (t, &k) in w.iter().enumerate() {
+                assert!(k.unsigned_abs() <= 1 << 26, "weight {k} out of range");
+                let (kh, kl) = ((k >> 11) as i16, (k & 0x7ff) as i16);
+                let g = &mut split[(o * self.groups + t / 4) * 32..][..32];
+                // Lane half (taps 0,1 low 128 bits, taps 2,3 high), slot in
+                // the pair.
+                let (half, slot) = ((t % 4) / 2, t % 2);
+                for p in 0..4 {
+                    g[half * 8 + p * 2 + slot] = kl;
+                    g[16 + half * 8 + p * 2 + slot] = kh;
+                }
+            }
+        }
+        self.split = split;
     }
 
     /// OpenCV's INTER_LINEAR coefficient table (`resize()` in
@@ -140,7 +173,8 @@ impl AxisCoeffs {
             lens: vec![2; n],
             taps: vec![0; n * 2],
             weights: vec![0; n * 2],
-            weights4: Vec::new(),
+            split: Vec::new(),
+            groups: 0,
             windows: vec![(0, 0); n],
         };
         let last = in_size - 1;
@@ -183,6 +217,14 @@ impl AxisCoeffs {
                 (i0, (i0 + 1).min(in_size - 1) + 1)
             }
         }
+    }
+
+    /// The output indices [a, b) whose windows lie inside the input
+    /// range [lo, hi) (windows are monotonic in both ends).
+    pub fn outputs_inside(&self, lo: u32, hi: u32) -> (u32, u32) {
+        let a = self.windows.partition_point(|w| w.0 < lo);
+        let b = self.windows.partition_point(|w| w.1 <= hi);
+        (a as u32, b.max(a) as u32)
     }
 
     /// The input range [lo, hi) that output indices [a, b) need.
@@ -328,23 +370,37 @@ pub fn resize_region(
     let src_stride = src.rect.w as usize * ch;
     let row_len = ow * ch;
 
-    // Horizontal pass over the rows the vertical windows need.
-    let rows = need.h as usize;
+    // Output rows in order, each source row's horizontal pass computed
+    // once, when the first window needing it comes, into a ring of
+    // `ring` rows (windows are monotonic and at most `ring` rows high, so
+    // a slot is reused only after every window reading it is done). The
+    // working set stays in cache, whatever the source's height.
+    let ring = (out_rect.y..out_rect.bottom())
+        .map(|oy| {
+            let (lo, hi) = plan.y.window(oy);
+            (hi - lo) as usize
+        })
+        .max()
+        .unwrap_or(0);
     scratch.clear();
-    scratch.resize(rows * row_len, 0);
+    scratch.resize(ring * row_len, 0);
     let mut planes = Vec::new();
-    for (r, drow) in scratch.chunks_exact_mut(row_len).enumerate() {
-        let sy = (need.y + r as u32 - src.rect.y) as usize;
-        let srow = &src.data[sy * src_stride..(sy + 1) * src_stride];
-        horizontal_row(plan, srow, src.rect.x, ch, out_rect.x, drow, &mut planes);
-    }
-    // Vertical pass.
-    let scratch = &scratch[..];
+    let mut next = need.y;
     for (oy, drow) in out.chunks_exact_mut(row_len).enumerate() {
+        let oy = out_rect.y + oy as u32;
+        let (lo, hi) = plan.y.window(oy);
+        for y in next.max(lo)..hi {
+            let sy = (y - src.rect.y) as usize;
+            let srow = &src.data[sy * src_stride..(sy + 1) * src_stride];
+            let slot = &mut scratch[(y as usize % ring) * row_len..][..row_len];
+            horizontal_row(plan, srow, src.rect.x, ch, out_rect.x, slot, &mut planes);
+        }
+        next = next.max(hi);
+        let ring_rows = &scratch[..];
         vertical_row(
             plan,
-            out_rect.y + oy as u32,
-            |y| &scratch[(y - need.y) as usize * row_len..][..row_len],
+            oy,
+            |y| &ring_rows[(y as usize % ring) * row_len..][..row_len],
             drow,
         );
     }
@@ -370,7 +426,7 @@ pub fn horizontal_row(
     if std::is_x86_feature_detected!("avx2") {
         if plan.mode == Resampling::Antialias && ch >= 3 {
             // SAFETY: the CPU supports AVX2.
-            return unsafe { avx2::pillow_rgbx(plan, row, row_x, ch, out_x0, dst, planes) };
+            return unsafe { avx2::pillow_rgbx(plan, row, row_x, ch, out_x0, dst) };
         }
         // SAFETY: the CPU supports AVX2.
         return unsafe { horizontal_row_avx2(plan, row, row_x, ch, out_x0, dst, planes) };
@@ -379,12 +435,185 @@ pub fn horizontal_row(
 }
 
 /// Hand-written AVX2 for Pillow's horizontal pass on 3- and 4-channel
-/// rows (Pillow-SIMD's layout): pixels widened to RGBX i32 lanes, two taps
-/// per 256-bit multiply, exact 32-bit integer arithmetic.
+/// rows, read in place (no RGBX copy): per group of 4 taps one 16-byte
+/// load, one shuffle to `i16` pixel pairs `(c_t, c_t+1)` per channel, and
+/// two `_mm256_madd_epi16` against the split weights (low 11 bits, high
+/// part), recombined as `(hi << 11) + lo`: the exact 32-bit sum of
+/// Pillow's `ss += pixel * k`, wrapping alike.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{clip8_pillow, ResizePlan, PILLOW_BITS};
+    use super::{AxisCoeffs, ResizePlan, PILLOW_BITS};
     use std::arch::x86_64::*;
+
+    /// Shuffle masks moving 16 bytes down by d: `SHIFT[d..d + 16]`.
+    static SHIFT: [i8; 32] = [
+        0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, //
+        -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+    ];
+
+    /// Sum of output `o`'s first `groups` groups of taps, unreduced: lanes
+    /// 0..4 the channels of taps 0,1 (mod 4), lanes 4..8 of taps 2,3.
+    /// `SAFE`: the 16-byte loads may run past `row` (a zero-padded copy
+    /// then; the bytes past the window weigh 0).
+    // No target_feature: inlined into the AVX2 caller (a target_feature
+    // function cannot be `inline(always)`).
+    #[inline(always)]
+    unsafe fn taps_sum<const CH: usize, const SAFE: bool>(
+        x: &AxisCoeffs,
+        row: &[u8],
+        first: usize,
+        o: usize,
+        groups: usize,
+        mask: __m256i,
+    ) -> __m256i {
+        let mut lo = _mm256_setzero_si256();
+        let mut hi = _mm256_setzero_si256();
+        let k = x.split[o * x.groups * 32..][..groups * 32].as_ptr();
+        for g in 0..groups {
+            let off = first + g * 4 * CH;
+            let p = if !SAFE {
+                // SAFETY: the caller checked first + (groups-1)*4*CH + 16
+                // <= row.len().
+                unsafe { _mm_loadu_si128(row.as_ptr().add(off) as *const __m128i) }
+            } else if row.len() >= 16 {
+                let end = row.len() - 16;
+                // SAFETY: both loads read row[end..end + 16] or `SHIFT`
+                // [d..d + 16] with d <= 16.
+                unsafe {
+                    if off <= end {
+                        _mm_loadu_si128(row.as_ptr().add(off) as *const __m128i)
+                    } else {
+                        // The row's last 16 bytes moved down by d, zeros in.
+                        let d = (off - end).min(16);
+                        let v = _mm_loadu_si128(row.as_ptr().add(end) as *const __m128i);
+                        let m = _mm_loadu_si128(SHIFT.as_ptr().add(d) as *const __m128i);
+                        _mm_shuffle_epi8(v, m)
+                    }
+                }
+            } else {
+                let mut tmp = [0u8; 16];
+                if off < row.len() {
+                    tmp[..row.len() - off].copy_from_slice(&row[off..]);
+                }
+                // SAFETY: reads the 16-byte local.
+                unsafe { _mm_loadu_si128(tmp.as_ptr() as *const __m128i) }
+            };
+            let pix = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(p), mask);
+            // SAFETY: group g of o's split weights, inside `split`.
+            let (kl, kh) = unsafe {
+                (
+                    _mm256_loadu_si256(k.add(g * 32) as *const __m256i),
+                    _mm256_loadu_si256(k.add(g * 32 + 16) as *const __m256i),
+                )
+            };
+            lo = _mm256_add_epi32(lo, _mm256_madd_epi16(pix, kl));
+            hi = _mm256_add_epi32(hi, _mm256_madd_epi16(pix, kh));
+        }
+        _mm256_add_epi32(_mm256_slli_epi32(hi, 11), lo)
+    }
+
+    /// Pixel pairs (t, t+1) of taps 0,1 in the low half, 2,3 in the high
+    /// half: [c0 of t, c0 of t+1, c1.., c2.., c3..] as i16.
+    // No target_feature: inlined into the AVX2 caller (a target_feature
+    // function cannot be `inline(always)`).
+    #[inline(always)]
+    unsafe fn pair_mask<const CH: usize>() -> __m256i {
+        {
+            if CH == 3 {
+                _mm256_setr_epi8(
+                    0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1, -1, //
+                    6, -1, 9, -1, 7, -1, 10, -1, 8, -1, 11, -1, -1, -1, -1, -1,
+                )
+            } else {
+                _mm256_setr_epi8(
+                    0, -1, 4, -1, 1, -1, 5, -1, 2, -1, 6, -1, 3, -1, 7, -1, //
+                    8, -1, 12, -1, 9, -1, 13, -1, 10, -1, 14, -1, 11, -1, 15, -1,
+                )
+            }
+        }
+    }
+
+    /// Output `o`'s unreduced sum, over `G` groups (`G` = 0: its own
+    /// count), loads checked against the row's end.
+    // No target_feature: inlined into the AVX2 caller (a target_feature
+    // function cannot be `inline(always)`).
+    #[inline(always)]
+    unsafe fn sum<const CH: usize, const G: usize>(
+        x: &AxisCoeffs,
+        row: &[u8],
+        row_x: u32,
+        o: usize,
+        mask: __m256i,
+    ) -> __m256i {
+        let first = (x.taps[o * x.ksize] - row_x) as usize * CH;
+        let groups = if G > 0 {
+            G
+        } else {
+            (x.lens[o] as usize).div_ceil(4)
+        };
+        // SAFETY: (both) the loads are checked or copied.
+        if first + (groups - 1) * 4 * CH + 16 <= row.len() {
+            unsafe { taps_sum::<CH, false>(x, row, first, o, groups, mask) }
+        } else {
+            unsafe { taps_sum::<CH, true>(x, row, first, o, groups, mask) }
+        }
+    }
+
+    /// `G` > 0: every output uses `G` groups (the axis' maximum; the
+    /// padding weighs 0), unrolled; `G` = 0: each its own count.
+    #[inline(always)]
+    unsafe fn kernel<const CH: usize, const G: usize>(
+        plan: &ResizePlan,
+        row: &[u8],
+        row_x: u32,
+        out_x0: u32,
+        dst: &mut [i32],
+    ) {
+        let x = &plan.x;
+        // SAFETY: AVX2 is enabled here.
+        let mask = unsafe { pair_mask::<CH>() };
+        let init = _mm256_set1_epi32(1 << (PILLOW_BITS - 1));
+        let (zero, max) = (_mm256_setzero_si256(), _mm256_set1_epi32(255));
+        let n = dst.len() / CH;
+        let o0 = out_x0 as usize;
+        let mut i = 0;
+        // Two output pixels per reduction: i in the low half, i+1 the high.
+        while i < n {
+            // SAFETY: AVX2 is enabled in the caller.
+            let a = unsafe { sum::<CH, G>(x, row, row_x, o0 + i, mask) };
+            let b = if i + 1 < n {
+                unsafe { sum::<CH, G>(x, row, row_x, o0 + i + 1, mask) }
+            } else {
+                zero
+            };
+            let s = _mm256_add_epi32(
+                _mm256_permute2x128_si256(a, b, 0x20),
+                _mm256_permute2x128_si256(a, b, 0x31),
+            );
+            let s = _mm256_srai_epi32(_mm256_add_epi32(s, init), PILLOW_BITS as i32);
+            // Pillow's clip8.
+            let s = _mm256_min_epi32(_mm256_max_epi32(s, zero), max);
+            let (l, h) = (_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+            if (i + 1) * CH + 4 <= dst.len() {
+                // SAFETY: 4 lanes at i*CH and at (i+1)*CH, inside dst (for
+                // RGB the 4th lane lands on the next pixel, rewritten next).
+                unsafe {
+                    _mm_storeu_si128(dst.as_mut_ptr().add(i * CH) as *mut __m128i, l);
+                    _mm_storeu_si128(dst.as_mut_ptr().add((i + 1) * CH) as *mut __m128i, h);
+                }
+            } else {
+                let mut lanes = [0i32; 8];
+                // SAFETY: stores into the 8-lane local.
+                unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, s) };
+                for j in 0..(n - i).min(2) {
+                    for c in 0..CH {
+                        dst[(i + j) * CH + c] = lanes[j * 4 + c];
+                    }
+                }
+            }
+            i += 2;
+        }
+    }
 
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn pillow_rgbx(
@@ -394,81 +623,28 @@ mod avx2 {
         ch: usize,
         out_x0: u32,
         dst: &mut [i32],
-        scratch: &mut Vec<i32>,
     ) {
-        // RGB rows are copied to RGBX once so every pixel is one 32-bit load.
-        let rgbx: &[u8] = if ch == 4 {
-            row
-        } else {
-            let n = row.len() / 3;
-            scratch.clear();
-            scratch.resize(n, 0);
-            // Four pixels per shuffle: 12 RGB bytes -> 16 RGBX bytes.
-            let spread = _mm_setr_epi8(0, 1, 2, -1, 3, 4, 5, -1, 6, 7, 8, -1, 9, 10, 11, -1);
-            let mut i = 0;
-            // A 16-byte load reads 4 bytes past the 4 pixels: stop early.
-            while (i + 4) * 3 + 4 <= row.len() {
-                // SAFETY: reads row[i*3 .. i*3+16] (checked above), writes
-                // scratch[i .. i+4] (i + 4 <= n since 3(i+4) <= len).
+        // Dispatch on channels and group count to the unrolled kernels.
+        macro_rules! go {
+            ($c:literal) => {
+                // SAFETY: AVX2 is enabled here.
                 unsafe {
-                    let v = _mm_loadu_si128(row.as_ptr().add(i * 3) as *const __m128i);
-                    _mm_storeu_si128(
-                        scratch.as_mut_ptr().add(i) as *mut __m128i,
-                        _mm_shuffle_epi8(v, spread),
-                    );
+                    match plan.x.groups {
+                        1 => kernel::<$c, 1>(plan, row, row_x, out_x0, dst),
+                        2 => kernel::<$c, 2>(plan, row, row_x, out_x0, dst),
+                        3 => kernel::<$c, 3>(plan, row, row_x, out_x0, dst),
+                        4 => kernel::<$c, 4>(plan, row, row_x, out_x0, dst),
+                        5 => kernel::<$c, 5>(plan, row, row_x, out_x0, dst),
+                        6 => kernel::<$c, 6>(plan, row, row_x, out_x0, dst),
+                        _ => kernel::<$c, 0>(plan, row, row_x, out_x0, dst),
+                    }
                 }
-                i += 4;
-            }
-            for (d, p) in scratch[i..].iter_mut().zip(row[i * 3..].chunks_exact(3)) {
-                *d = i32::from_le_bytes([p[0], p[1], p[2], 0]);
-            }
-            // SAFETY: i32 slice reinterpreted as bytes (no padding, any
-            // alignment is fine for u8).
-            unsafe { std::slice::from_raw_parts(scratch.as_ptr() as *const u8, n * 4) }
-        };
-        let x = &plan.x;
-        let init = _mm_set1_epi32(1 << (PILLOW_BITS - 1));
-        for (i, out) in dst.chunks_exact_mut(ch).enumerate() {
-            let o = out_x0 as usize + i;
-            let (taps, _) = x.taps(o);
-            let n = taps.len();
-            let w4 = &x.weights4[o * x.ksize * 4..(o * x.ksize + n) * 4];
-            let base = (taps[0] - row_x) as usize * 4;
-            let px = &rgbx[base..base + n * 4];
-            // SAFETY: every load below reads inside `px` / `w4` (bounds
-            // from the slices just taken).
-            unsafe {
-                let mut acc = _mm256_setzero_si256();
-                let mut k = 0;
-                while k + 2 <= n {
-                    let p = _mm_loadl_epi64(px.as_ptr().add(k * 4) as *const __m128i);
-                    let v = _mm256_cvtepu8_epi32(p);
-                    let w = _mm256_loadu_si256(w4.as_ptr().add(k * 4) as *const __m256i);
-                    acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(v, w));
-                    k += 2;
-                }
-                let mut s = _mm_add_epi32(
-                    _mm256_castsi256_si128(acc),
-                    _mm256_extracti128_si256(acc, 1),
-                );
-                if k < n {
-                    let p = _mm_cvtsi32_si128(i32::from_le_bytes([
-                        px[k * 4],
-                        px[k * 4 + 1],
-                        px[k * 4 + 2],
-                        px[k * 4 + 3],
-                    ]));
-                    let v = _mm_cvtepu8_epi32(p);
-                    let w = _mm_loadu_si128(w4.as_ptr().add(k * 4) as *const __m128i);
-                    s = _mm_add_epi32(s, _mm_mullo_epi32(v, w));
-                }
-                s = _mm_add_epi32(s, init);
-                let mut lanes = [0i32; 4];
-                _mm_storeu_si128(lanes.as_mut_ptr() as *mut __m128i, s);
-                for c in 0..ch {
-                    out[c] = clip8_pillow(lanes[c]) as i32;
-                }
-            }
+            };
+        }
+        match ch {
+            3 => go!(3),
+            4 => go!(4),
+            _ => unreachable!("3 or 4 channels"),
         }
     }
 }
@@ -729,8 +905,12 @@ mod tests {
             for (iw, ow, ch) in [
                 (640u32, 224u32, 3usize),
                 (1920, 224, 4),
+                (1920, 224, 3),
                 (50, 333, 1),
                 (7, 3, 3),
+                (224, 640, 4),
+                (4000, 3, 3),
+                (13, 1, 4),
             ] {
                 let plan = ResizePlan::new(mode, iw, 4, ow, 3);
                 let row: Vec<u8> = (0..iw as usize * ch).map(|_| r.u8(..)).collect();
@@ -738,6 +918,15 @@ mod tests {
                 horizontal_row(&plan, &row, 0, ch, 0, &mut a, &mut Vec::new());
                 horizontal_row_any(&plan, &row, 0, ch, 0, &mut b, &mut Vec::new());
                 assert_eq!(a, b, "{mode:?} horizontal {iw}->{ow} ch{ch}");
+                // The AVX2 kernel itself.
+                #[cfg(target_arch = "x86_64")]
+                if mode == Resampling::Antialias && ch >= 3 && std::is_x86_feature_detected!("avx2")
+                {
+                    let mut c = vec![0i32; a.len()];
+                    // SAFETY: the CPU supports AVX2.
+                    unsafe { avx2::pillow_rgbx(&plan, &row, 0, ch, 0, &mut c) };
+                    assert_eq!(c, b, "AVX2 horizontal {iw}->{ow} ch{ch}");
+                }
                 let rows: Vec<Vec<i32>> = (0..4)
                     .map(|_| a.iter().map(|&v| (v + r.i32(0..3)).max(0)).collect())
                     .collect();

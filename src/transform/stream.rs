@@ -1,5 +1,8 @@
-//! IMAGE_ROWS streaming: the horizontal pass runs on each source row as
-//! soon as it is complete, the vertical pass emits an output row (resized
+//! IMAGE_ROWS streaming: the horizontal pass runs on each received row
+//! segment straight from the datagram (the output columns whose windows
+//! lie inside it; only the few pixels of windows straddling the segment's
+//! edges are copied, and those columns computed when the row completes),
+//! the vertical pass emits an output row (resized
 //! and LUT-normalized straight into the tensor) as soon as its window is
 //! complete, and rows no longer needed are released. With rows arriving
 //! in order, a request holds a sliding window of horizontal results plus
@@ -20,7 +23,12 @@ pub struct RowError(pub String);
 /// A source row that has received some but not all of its pixels.
 #[derive(Debug)]
 struct PartialRow {
+    /// A row-sized buffer holding only the pixels of windows that straddle
+    /// a segment edge.
     data: Vec<u8>,
+    /// The horizontal pass so far (needed rows only): the columns whose
+    /// windows lie inside one received segment.
+    h: Vec<i32>,
     /// Column intervals [start, end) received: a row comes in a few
     /// segments, so overlap checks are per segment, not per pixel.
     spans: Vec<(u32, u32)>,
@@ -124,14 +132,24 @@ impl RowStream {
         let ch = self.format.channels();
         let width = self.width as usize;
         let row_bytes = width * ch;
-        let pool = &mut self.row_pool;
+        let needed = self.needed[y as usize];
+        let h_len = if needed {
+            self.image.out_width() as usize * ch
+        } else {
+            0
+        };
+        let (row_pool, pool) = (&mut self.row_pool, &mut self.pool);
         let held = &mut self.held;
         let p = self.partial.entry(y).or_insert_with(|| {
-            *held += row_bytes;
-            let mut data = pool.pop().unwrap_or_default();
+            *held += row_bytes + h_len * 4;
+            let mut data = row_pool.pop().unwrap_or_default();
             data.resize(row_bytes, 0);
+            let mut h = pool.pop().unwrap_or_default();
+            h.clear();
+            h.resize(h_len, 0);
             PartialRow {
                 data,
+                h,
                 spans: Vec::new(),
                 filled: 0,
             }
@@ -143,20 +161,96 @@ impl RowStream {
             )));
         }
         p.spans.push((x, end));
-        p.data[x as usize * ch..end as usize * ch].copy_from_slice(seg);
         p.filled += w;
         self.peak = self.peak.max(self.held);
+        if needed {
+            // Columns whose windows lie inside this segment: straight from
+            // the datagram.
+            let ax = &self.resize.x;
+            let (oa, ob) = ax.outputs_inside(x, end);
+            if oa < ob {
+                horizontal_row(
+                    &self.resize,
+                    seg,
+                    x,
+                    ch,
+                    oa,
+                    &mut p.h[oa as usize * ch..ob as usize * ch],
+                    &mut self.planes,
+                );
+            }
+            // Keep the pixels of windows crossing the left edge (outputs
+            // before oa reach at most window(oa - 1).1) and the right edge
+            // (outputs from ob start at window(ob).0 or later).
+            let a = if oa > 0 {
+                ax.window(oa - 1).1.clamp(x, end)
+            } else {
+                x
+            };
+            let b = if ob < ax.out_size {
+                ax.window(ob).0.clamp(x, end)
+            } else {
+                end
+            };
+            let mut keep = |lo: u32, hi: u32| {
+                let (l, h) = (lo as usize * ch, hi as usize * ch);
+                p.data[l..h].copy_from_slice(&seg[l - x as usize * ch..h - x as usize * ch]);
+            };
+            if a >= b {
+                keep(x, end);
+            } else {
+                keep(x, a);
+                keep(b, end);
+            }
+        }
         if p.filled == self.width {
-            let p = self.partial.remove(&y).expect("present");
+            let mut p = self.partial.remove(&y).expect("present");
             self.held -= row_bytes;
-            self.row_complete(y, &p.data);
+            if needed {
+                // The columns no single segment held: from the kept edges.
+                p.spans.sort_unstable();
+                let ax = &self.resize.x;
+                let mut next = 0;
+                for &(lo, hi) in &p.spans {
+                    let (oa, ob) = ax.outputs_inside(lo, hi);
+                    if oa >= ob {
+                        continue;
+                    }
+                    if next < oa {
+                        horizontal_row(
+                            &self.resize,
+                            &p.data,
+                            0,
+                            ch,
+                            next,
+                            &mut p.h[next as usize * ch..oa as usize * ch],
+                            &mut self.planes,
+                        );
+                    }
+                    next = next.max(ob);
+                }
+                if next < ax.out_size {
+                    horizontal_row(
+                        &self.resize,
+                        &p.data,
+                        0,
+                        ch,
+                        next,
+                        &mut p.h[next as usize * ch..],
+                        &mut self.planes,
+                    );
+                }
+                self.hrows.insert(y, std::mem::take(&mut p.h));
+            } else {
+                self.pool.push(std::mem::take(&mut p.h));
+            }
             self.row_pool.push(p.data);
+            self.row_done(y);
         }
         Ok(())
     }
 
     fn row_complete(&mut self, y: u32, row: &[u8]) {
-        self.done[y as usize] = true;
         if self.needed[y as usize] {
             let ch = self.format.channels();
             let n = self.image.out_width() as usize * ch;
@@ -168,6 +262,11 @@ impl RowStream {
             self.peak = self.peak.max(self.held);
             self.hrows.insert(y, h);
         }
+        self.row_done(y);
+    }
+
+    fn row_done(&mut self, y: u32) {
+        self.done[y as usize] = true;
         while self.contiguous < self.height && self.done[self.contiguous as usize] {
             self.contiguous += 1;
         }
@@ -350,5 +449,55 @@ mod tests {
         let mut s = mk();
         s.add(Rect::new(0, 0, 10, 3), &data[..90]).unwrap();
         assert!(s.finish().is_err());
+    }
+
+    /// Rows cut into segments of random widths (1 pixel up to most of a
+    /// row), all segments of all rows in random order, both resamplings
+    /// and every channel count: the tensor equals the whole image's.
+    #[test]
+    fn random_segments_in_any_order_equal_whole_image() {
+        let aa = plan();
+        let mut lin = (*aa).clone();
+        lin.resampling = crate::transform::resize::Resampling::Linear;
+        let mut r = fastrand::Rng::with_seed(11);
+        for img in [aa, Arc::new(lin)] {
+            for (w, h, fmt) in [
+                (640u32, 48u32, PixelFormat::Rgb8),
+                (301, 37, PixelFormat::Rgba8),
+                (97, 300, PixelFormat::Gray8),
+                (150, 20, PixelFormat::Bgr8),
+                (1000, 9, PixelFormat::Rgb8),
+            ] {
+                let ch = fmt.channels();
+                let data = image(w, h, ch);
+                let want = img.run_whole(&data, w, h, fmt);
+                let mut segs = Vec::new();
+                for y in 0..h {
+                    let mut x = 0;
+                    while x < w {
+                        let sw = match r.u8(0..4) {
+                            0 => r.u32(1..=3),
+                            1 => r.u32(1..=40),
+                            _ => r.u32(1..=w),
+                        }
+                        .min(w - x);
+                        segs.push(Rect::new(x, y, sw, 1));
+                        x += sw;
+                    }
+                }
+                r.shuffle(&mut segs);
+                let mut s = RowStream::new(img.clone(), Arc::new(img.resize_plan(w, h)), w, h, fmt);
+                for rect in segs {
+                    let o = (rect.y * w + rect.x) as usize * ch;
+                    s.add(rect, &data[o..o + rect.w as usize * ch]).unwrap();
+                }
+                assert_eq!(
+                    s.finish().unwrap(),
+                    want,
+                    "{:?} {w}x{h} {fmt:?}",
+                    img.resampling
+                );
+            }
+        }
     }
 }
