@@ -131,13 +131,16 @@ fn echo_proxy_is_healthy_ready_and_scrapable() {
         1.0
     );
 
-    // A bad datagram: an ERROR counted by code name.
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    // A bad datagram from a validated client (an unvalidated one would
+    // get RETRY: the ERROR is more than 3x its 24 bytes): an ERROR
+    // counted by code name.
+    let mut s = Client::connect(p.udp).unwrap();
+    s.handshake().unwrap();
     let mut d = vec![0u8; 24];
     d[..2].copy_from_slice(&tensorwire::wire::MAGIC.to_be_bytes());
     d[2] = 9; // unsupported version
     d[8..16].copy_from_slice(&7u64.to_be_bytes());
-    s.send_to(&d, p.udp).unwrap();
+    s.send_raw(&[d]).unwrap();
     scrape_until(
         &p,
         "tensorwire_errors_total{code=\"UNSUPPORTED_VERSION\"}",

@@ -177,6 +177,19 @@ fn merged(s: &Scrape) -> (Stats, Vec<(String, PipelineLatency)>) {
         total.upstream_calls_waiting += x.upstream_calls_waiting;
         total.upstream_late_answers += x.upstream_late_answers;
         total.upstream_unknown_completions += x.upstream_unknown_completions;
+        total.refused_draining += x.refused_draining;
+        total.dropped_allowlist += x.dropped_allowlist;
+        total.hellos += x.hellos;
+        total.tokens_sent += x.tokens_sent;
+        total.validations += x.validations;
+        total.validation_failures += x.validation_failures;
+        total.psk_failures += x.psk_failures;
+        total.retries_sent += x.retries_sent;
+        total.budget_bytes_refused += x.budget_bytes_refused;
+        total.budget_drops += x.budget_drops;
+        total.validated_addresses += x.validated_addresses;
+        total.validated_evictions += x.validated_evictions;
+        total.budget_evictions += x.budget_evictions;
         for p in &x.pipelines {
             match total.pipelines.iter_mut().find(|t| t.name == p.name) {
                 Some(t) => {
@@ -403,8 +416,56 @@ impl Collector for Snapshot {
             "Requests waiting for a model server's answer.",
             t.upstream_calls_waiting as f64,
         )?;
-        // Address validation (issue 13, proxy core): its counters go here
-        // once `Stats` carries them.
+        // Address validation (spec rev 3) and the allowlist.
+        counters(
+            e,
+            "tensorwire_address_validation",
+            "Address validation: HELLOs received, TOKENs sent, addresses validated, \
+             HELLOs with a bad token or without the pre-shared key's proof, RETRYs sent, \
+             replies dropped because not even a RETRY fitted the budget.",
+            &[
+                (l1("event", "hello"), t.hellos),
+                (l1("event", "token_sent"), t.tokens_sent),
+                (l1("event", "validated"), t.validations),
+                (l1("event", "bad_token"), t.validation_failures),
+                (l1("event", "psk_refused"), t.psk_failures),
+                (l1("event", "retry_sent"), t.retries_sent),
+                (l1("event", "budget_drop"), t.budget_drops),
+            ],
+        )?;
+        counter(
+            e,
+            "tensorwire_budget_refused_bytes",
+            "Answer bytes not sent to unvalidated addresses (3x budget).",
+            t.budget_bytes_refused,
+        )?;
+        gauge(
+            e,
+            "tensorwire_validated_addresses",
+            "Addresses validated now (bounded table).",
+            t.validated_addresses as f64,
+        )?;
+        counters(
+            e,
+            "tensorwire_address_table_evictions",
+            "Entries forgotten early because a bounded table was full.",
+            &[
+                (l1("table", "validated"), t.validated_evictions),
+                (l1("table", "budget"), t.budget_evictions),
+            ],
+        )?;
+        counter(
+            e,
+            "tensorwire_allowlist_dropped_datagrams",
+            "Datagrams from sources outside [security] allowlist, dropped.",
+            t.dropped_allowlist,
+        )?;
+        counter(
+            e,
+            "tensorwire_refused_draining",
+            "New requests refused (OVERLOADED) while draining at shutdown.",
+            t.refused_draining,
+        )?;
 
         // Model servers.
         let per_up = |f: &dyn Fn(&crate::upstream::UpstreamStats) -> u64| -> Vec<(Labels, u64)> {
