@@ -116,6 +116,8 @@ pub fn serve_udp(
         let mut w = Worker::new(config.build_proxy_for(pipelines.clone(), security.clone(), n)?)?;
         if i == 0 {
             ready = w.check_upstreams_ready(READY_TIMEOUT);
+        } else {
+            w.set_ready_at_start(&ready);
         }
         workers.push(w);
     }
@@ -423,16 +425,20 @@ impl XdpProxy {
         }
         let shutdown = Arc::new(AtomicBool::new(false));
         let mut workers = Vec::new();
+        let mut ready = Vec::new();
         for (q, mut queue) in (0..queues).zip(bound) {
             queue.set_drain_timeout(Duration::from_millis(config.ingress.drain_timeout_ms));
             let core = config.build_proxy_for(pipelines.clone(), security.clone(), 1)?;
             let mut worker = Worker::new(core)?;
             if q == 0 {
-                for (n, r) in worker.check_upstreams_ready(READY_TIMEOUT) {
+                ready = worker.check_upstreams_ready(READY_TIMEOUT);
+                for (n, r) in &ready {
                     if let Some(b) = &board {
-                        b.set_probe(&n, r);
+                        b.set_probe(n, r.clone());
                     }
                 }
+            } else {
+                worker.set_ready_at_start(&ready);
             }
             let name = format!("queue{q}");
             let heartbeat = board.as_ref().map(|b| {

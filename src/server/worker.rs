@@ -67,6 +67,16 @@ impl Worker {
         results
     }
 
+    /// Takes another worker's start-up readiness results (one check for
+    /// all workers; each shows it in its DESCRIBE).
+    pub fn set_ready_at_start(&mut self, results: &[(String, Result<(), String>)]) {
+        for (name, r) in results {
+            if let Some(i) = self.core.upstreams().iter().position(|u| &u.name == name) {
+                self.core.set_ready_at_start(UpstreamIx(i), r.clone());
+            }
+        }
+    }
+
     /// What the admin board shows of this worker: the counters, the
     /// latency histograms and DESCRIBE (a copy, once a second).
     pub fn report(
