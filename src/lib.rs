@@ -25,6 +25,7 @@ pub mod config;
 pub mod http_pool;
 pub mod ingress;
 pub mod netns;
+pub mod perf;
 pub mod pipeline;
 pub mod proxy;
 pub mod reassembly;
