@@ -8,14 +8,15 @@
 # 1920x1080 RGB images and 1 KB texts. Writes docs/perf/*.json, *.csv,
 # *.svg and the tables to docs/perf/*.md.
 #
-# Environment: BIN (default target/release/tensorwire: the proxy and the
-# load generator), TRITON_PYTHON (.venv-triton/bin/python), OUT
+# Environment: BIN (default target/release/tensorwire: the load
+# generator), PROXY_BIN (the proxy, default $BIN), TRITON_PYTHON (.venv-triton/bin/python), OUT
 # (docs/perf), DURATION (s per point, 10), WARMUP (2), ROUNDS (3),
 # RATES_640, RATES_1080, RATES_TEXT (comma lists of requests/s), ONLY
 # (image640|image1080|text: one workload).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/tensorwire}
+PROXY_BIN=${PROXY_BIN:-$BIN}
 PY=${TRITON_PYTHON:-.venv-triton/bin/python}
 OUT=${OUT:-docs/perf}
 DURATION=${DURATION:-10}
@@ -80,7 +81,7 @@ upstream = "text_head"
 tokenizer = "builtin:all-MiniLM-L6-v2"
 max_length = 256
 TOML
-"$BIN" run --config "$TMP/proxy.toml" >"$TMP/proxy.log" 2>&1 &
+"$PROXY_BIN" run --config "$TMP/proxy.toml" >"$TMP/proxy.log" 2>&1 &
 PROXY=$!; PIDS+=("$PROXY")
 sleep 1
 echo "perf: proxy on udp $UP (pid $PROXY), admin $AP"
