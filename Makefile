@@ -4,7 +4,7 @@
 CARGO ?= cargo
 BIN := target/release/tensorwire
 
-.PHONY: all deps build demo test testenv testenv-triton pytest wheel bench fmt lint docker-lint check-deploy clean
+.PHONY: all deps build demo test testenv testenv-triton pytest wheel bench perf fmt lint docker-lint check-deploy clean
 
 all: build
 
@@ -56,6 +56,12 @@ wheel: testenv
 
 bench: deps
 	$(CARGO) bench
+
+# The latency comparison of docs/BENCHMARKS.md: the real Triton, a proxy,
+# tensorwire perf with the Python baselines; writes docs/perf/ (JSON, CSV,
+# SVG, tables). bench/perf.sh lists the knobs (DURATION, ROUNDS, RATES_*).
+perf: build testenv-triton
+	bash bench/perf.sh
 
 fmt:
 	$(CARGO) fmt --all

@@ -26,6 +26,7 @@ pub mod config;
 pub mod http_pool;
 pub mod ingress;
 pub mod netns;
+pub mod perf;
 pub mod pipeline;
 pub mod privileges;
 pub mod proxy;

@@ -7,56 +7,13 @@
 
 use crate::client::{image_rows, Client, RawImage};
 use crate::config::{Config, Workers};
+use crate::perf::udp::sendmmsg;
 use crate::wire::PixelFormat;
 use anyhow::Result;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Sends `datagrams` to `to` in sendmmsg batches of up to 64.
-fn sendmmsg(socket: &UdpSocket, to: SocketAddr, datagrams: &[Vec<u8>]) -> std::io::Result<()> {
-    let addr = socket2::SockAddr::from(to);
-    for chunk in datagrams.chunks(64) {
-        let mut iovs: Vec<libc::iovec> = chunk
-            .iter()
-            .map(|d| libc::iovec {
-                iov_base: d.as_ptr() as *mut libc::c_void,
-                iov_len: d.len(),
-            })
-            .collect();
-        // SAFETY: zeroed mmsghdrs pointing at live iovecs and the address.
-        let mut msgs: Vec<libc::mmsghdr> = iovs
-            .iter_mut()
-            .map(|iov| {
-                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                m.msg_hdr.msg_name = addr.as_ptr() as *mut libc::c_void;
-                m.msg_hdr.msg_namelen = addr.len();
-                m.msg_hdr.msg_iov = iov;
-                m.msg_hdr.msg_iovlen = 1;
-                m
-            })
-            .collect();
-        let mut sent = 0;
-        while sent < msgs.len() {
-            // SAFETY: msgs[sent..] are valid headers for this call.
-            let r = unsafe {
-                libc::sendmmsg(
-                    socket.as_raw_fd(),
-                    msgs[sent..].as_mut_ptr(),
-                    (msgs.len() - sent) as libc::c_uint,
-                    0,
-                )
-            };
-            if r < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            sent += r as usize;
-        }
-    }
-    Ok(())
-}
 
 /// Images/s with `workers` workers, `clients` clients, for `dur`.
 pub fn images_per_second(workers: usize, clients: usize, dur: Duration) -> Result<f64> {

@@ -169,6 +169,10 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         clients: usize,
     },
+    /// Load test a running proxy (perf_analyzer style): closed or open
+    /// loop, hdrhistogram percentiles, per-stage breakdown from the admin
+    /// endpoint, the Python baselines against Triton; table, JSON, CSV, SVG.
+    Perf(Box<crate::perf::PerfArgs>),
     /// End-to-end demo on loopback: starts a proxy, sends an image and a text, checks the tensors.
     Demo {
         /// Image to send (default: the astronaut photo built into the binary).
@@ -389,6 +393,10 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         }
         .map(|report| {
             outln!("{report}");
+            ExitCode::SUCCESS
+        }),
+        Command::Perf(a) => crate::perf::main(&a).map(|report| {
+            out::text(&report);
             ExitCode::SUCCESS
         }),
         Command::Completions { shell } => {
