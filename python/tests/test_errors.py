@@ -102,6 +102,11 @@ def test_invalid_content_tile_without_halo(tw):
 
 
 TIGHT = """
+[ingress]
+# One worker: max_requests_in_flight is split between socket workers, and
+# the two clients of the OVERLOADED test must meet the same limit.
+workers = 1
+
 [limits]
 max_image_pixels = 10000
 max_text_bytes = 100
