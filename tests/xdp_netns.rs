@@ -340,36 +340,48 @@ fn two_rx_queues_both_serve() {
     );
 }
 
+/// `tensorwire run` over AF_XDP in the proxy namespace (small UMEM), run
+/// through `wrapper` (e.g. setpriv) when given.
+fn run_binary_over_xdp(
+    net: &Netns,
+    wrapper: &[&str],
+    stderr: std::process::Stdio,
+) -> std::process::Child {
+    std::process::Command::new("ip")
+        .args(["netns", "exec", &net.proxy_ns])
+        .args(wrapper)
+        .args([env!("CARGO_BIN_EXE_tensorwire"), "run"])
+        .env("TENSORWIRE__INGRESS__MODE", "xdp")
+        .env("TENSORWIRE__INGRESS__INTERFACE", &net.proxy_if)
+        .env("TENSORWIRE__INGRESS__LISTEN", "0.0.0.0:7878")
+        .env("TENSORWIRE__INGRESS__XDP__FRAMES", "4096")
+        .env("TENSORWIRE__INGRESS__XDP__RING_SIZE", "1024")
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
+}
+
+/// Whether the proxy answers a DESCRIBE from the client namespace (a
+/// dozen seconds at most: it may still be starting).
+fn answers_describe(net: &Netns) -> bool {
+    let server: std::net::SocketAddr = format!("{}:7878", net.proxy_ip).parse().unwrap();
+    Netns::run_in(&net.client_ns, move || {
+        let mut c = Client::connect(server).unwrap();
+        c.timeout = std::time::Duration::from_millis(300);
+        (0..40).any(|_| c.describe().is_ok())
+    })
+    .join()
+    .unwrap()
+}
+
 #[test]
 fn sigkill_leaves_no_program_attached() {
     let Some(net) = Netns::new(1) else {
         eprintln!("skipped: needs root and iproute2");
         return;
     };
-    let mut child = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &net.proxy_ns,
-            env!("CARGO_BIN_EXE_tensorwire"),
-            "run",
-        ])
-        .env("TENSORWIRE__INGRESS__MODE", "xdp")
-        .env("TENSORWIRE__INGRESS__INTERFACE", &net.proxy_if)
-        .env("TENSORWIRE__INGRESS__LISTEN", "0.0.0.0:7878")
-        .env("TENSORWIRE__INGRESS__XDP__FRAMES", "4096")
-        .env("TENSORWIRE__INGRESS__XDP__RING_SIZE", "1024")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let server: std::net::SocketAddr = format!("{}:7878", net.proxy_ip).parse().unwrap();
-    let answered = Netns::run_in(&net.client_ns, move || {
-        let mut c = Client::connect(server).unwrap();
-        c.timeout = std::time::Duration::from_millis(300);
-        (0..30).any(|_| c.describe().is_ok())
-    })
-    .join()
-    .unwrap();
+    let mut child = run_binary_over_xdp(&net, &[], std::process::Stdio::null());
+    let answered = answers_describe(&net);
     let attached_before = net.xdp_attached();
     // `tensorwire stats` against the child's admin endpoint (loopback of
     // the proxy namespace), after the next publication.
@@ -541,29 +553,20 @@ fn af_xdp_runs_unprivileged_with_the_documented_capabilities_then_drops_them() {
         return;
     };
     const CAPS: &str = "+net_admin,+bpf,+perfmon,+net_raw,+ipc_lock";
-    let child = std::process::Command::new("ip")
-        .args(["netns", "exec", &net.proxy_ns, "setpriv"])
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(format!("--inh-caps={CAPS}"))
-        .arg(format!("--ambient-caps={CAPS}"))
-        .args([env!("CARGO_BIN_EXE_tensorwire"), "run"])
-        .env("TENSORWIRE__INGRESS__MODE", "xdp")
-        .env("TENSORWIRE__INGRESS__INTERFACE", &net.proxy_if)
-        .env("TENSORWIRE__INGRESS__LISTEN", "0.0.0.0:7878")
-        .env("TENSORWIRE__INGRESS__XDP__FRAMES", "4096")
-        .env("TENSORWIRE__INGRESS__XDP__RING_SIZE", "1024")
-        .env("TENSORWIRE__ADMIN__LISTEN", "")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let server: std::net::SocketAddr = format!("{}:7878", net.proxy_ip).parse().unwrap();
-    let answered = Netns::run_in(&net.client_ns, move || {
-        let mut c = Client::connect(server).unwrap();
-        c.timeout = std::time::Duration::from_millis(300);
-        (0..40).any(|_| c.describe().is_ok())
-    })
-    .join()
-    .unwrap();
+    let (inh, amb) = (
+        format!("--inh-caps={CAPS}"),
+        format!("--ambient-caps={CAPS}"),
+    );
+    let setpriv = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        &inh,
+        &amb,
+    ];
+    let child = run_binary_over_xdp(&net, &setpriv, std::process::Stdio::piped());
+    let answered = answers_describe(&net);
     let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
     let field = |name: &str| {
         status
