@@ -92,6 +92,13 @@ fn echo_proxy_is_healthy_ready_and_scrapable() {
         ));
     }
     assert!(matches!(send_image(&p), Reply::Response { .. }));
+    // Each request came from its own socket, so over the socket workers;
+    // each worker publishes once a second: wait for all of them.
+    scrape_until(
+        &p,
+        "tensorwire_requests_total{pipeline=\"minilm\",outcome=\"response\"}",
+        3.0,
+    );
     let after = scrape_until(
         &p,
         "tensorwire_requests_total{pipeline=\"resnet50\",outcome=\"response\"}",
