@@ -359,6 +359,25 @@ class Session:
     def mark_validated(self, addr: Any, lifetime_s: float) -> None:
         self._validation[addr] = (float(lifetime_s), time.monotonic())
 
+    def on_token(self, addr: Any, ans: Any, token: bytes, rejected: int, rid: int) -> Optional[Tuple[bytes, int]]:
+        """One HELLO's answer during the handshake (shared by the sync and
+        async clients): None once `addr` is validated, else the token for
+        the next HELLO and the count of tokens the proxy refused."""
+        if isinstance(ans, errors.TensorwireError):
+            raise ans
+        if not isinstance(ans, TokenInfo):
+            raise errors.ProtocolError("HELLO answered with a RESPONSE", request_id=rid)
+        if ans.validated:
+            self.mark_validated(addr, ans.lifetime_s)
+            return None
+        if token:
+            rejected += 1
+            if rejected >= 2:
+                raise errors.Retry("address validation failed: the proxy did not accept its token"
+                                   + (" (wrong psk?)" if self.psk is not None else ""),
+                                   request_id=rid)
+        return ans.token, rejected
+
     def touch(self, addr: Any) -> None:
         v = self._validation.get(addr)
         if v is not None:

@@ -232,21 +232,11 @@ class Client:
             ans, _ = self._await(rid)
             if ans is None:
                 continue
-            if isinstance(ans, errors.TensorwireError):
-                raise ans
-            if not isinstance(ans, TokenInfo):
-                raise errors.ProtocolError("HELLO answered with a RESPONSE", request_id=rid)
-            if ans.validated:
-                self._s.mark_validated(self.address, ans.lifetime_s)
+            step = self._s.on_token(self.address, ans, token, rejected, rid)
+            if step is None:
                 self._handshakes += 1
                 return
-            if token:
-                rejected += 1
-                if rejected >= 2:
-                    raise errors.Retry("address validation failed: the proxy did not accept its token"
-                                       + (" (wrong psk?)" if self._s.psk is not None else ""),
-                                       request_id=rid)
-            token = ans.token
+            token, rejected = step
         raise errors.Timeout("address validation: no TOKEN answer to HELLO")
 
 
